@@ -1,0 +1,3 @@
+"""faregate: a self-hosted LLM gateway."""
+
+__version__ = "0.1.0"

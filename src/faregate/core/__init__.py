@@ -1,0 +1,1 @@
+"""The request's own types: the Call that flows through the pipeline and the errors it can end in."""

@@ -1,0 +1,64 @@
+"""`Call`: one client request on its one-way trip through the pipeline.
+
+Stages read and fill its fields; nothing else carries per-request state. Timing fields are
+`time.perf_counter()` seconds. `upstream_wait` accumulates every second spent waiting on an
+upstream (headers, body, each stream chunk), so `overhead = elapsed - upstream_wait` is the
+gateway's own cost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from faregate.core.errors import GatewayError
+    from faregate.routing.deployment import Deployment
+
+Endpoint = Literal["chat", "completions", "embeddings"]
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    request_id: str
+    endpoint: Endpoint
+    # The canonical request: OpenAI's JSON shape for `endpoint`, validated, client fields only.
+    body: dict[str, Any]
+    headers: Mapping[str, str]
+    client_protocol: Literal["openai", "anthropic"] = "openai"
+    started: float = field(default_factory=time.perf_counter)
+
+    # authenticate
+    principal: str | None = None  # who is calling ("master", a key id…); never the secret
+
+    # route / invoke
+    deployment: Deployment | None = None
+    attempts: int = 0
+    upstream_wait: float = 0.0
+
+    # the outcome: exactly one of `response` / `stream` is set on success
+    response: dict[str, Any] | None = None
+    stream: AsyncIterator[dict[str, Any]] | None = None
+    usage: dict[str, Any] | None = None
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    error: GatewayError | None = None
+
+    @property
+    def model(self) -> str:
+        return self.body.get("model", "")
+
+    @property
+    def streaming(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    @property
+    def client_wants_usage(self) -> bool:
+        opts = self.body.get("stream_options")
+        return bool(opts and opts.get("include_usage"))
+
+    def overhead_seconds(self, now: float | None = None) -> float:
+        end = now if now is not None else time.perf_counter()
+        return max(0.0, end - self.started - self.upstream_wait)

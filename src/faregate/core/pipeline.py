@@ -1,0 +1,84 @@
+"""The request pipeline, in one place.
+
+    authenticate -> route -> invoke
+
+(later issues add: admit (limits, budget) and guard input after authenticate; cache lookup
+before route; guard output, cache store, account and telemetry as after-steps.)
+
+A stage is an object with `name`, `async before(call) -> bool` and `async after(call)`.
+`before` returning True short-circuits: the stage has set `call.response` or `call.stream`
+itself (a cache hit) and no later stage runs. Raising `GatewayError` ends the call. `after`
+runs on the way back, in reverse order, only for stages whose `before` ran — for a stream,
+when the stream has ended (so usage and errors are known).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+from faregate.core.call import Call
+from faregate.core.errors import GatewayError
+
+
+class Stage(Protocol):
+    name: str
+
+    async def before(self, call: Call) -> bool: ...
+
+    async def after(self, call: Call) -> None: ...
+
+
+class Pipeline:
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = tuple(stages)
+        # Only stages that define a real after-step are unwound (skips a no-op await per stage).
+        self._with_after = frozenset(s.name for s in self.stages if type(s).after is not _NoAfter.after)
+
+    async def run(self, call: Call) -> None:
+        """Run the call; on return exactly one of `call.response` / `call.stream` is set."""
+        ran: list[Stage] = []
+        try:
+            for stage in self.stages:
+                ran.append(stage)
+                if await stage.before(call):
+                    break
+        except GatewayError as exc:
+            call.error = exc
+            call.finished_at = time.perf_counter()
+            await self._unwind(call, ran)
+            raise
+        if call.stream is not None:
+            call.stream = self._close_after(call, call.stream, ran)
+        else:
+            call.finished_at = time.perf_counter()
+            await self._unwind(call, ran)
+
+    async def _close_after(self, call: Call, stream: AsyncIterator[dict[str, Any]], ran: list[Stage]) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for chunk in stream:
+                yield chunk
+        except GatewayError as exc:
+            call.error = exc
+            raise
+        finally:
+            call.finished_at = time.perf_counter()
+            await self._unwind(call, ran)
+
+    async def _unwind(self, call: Call, ran: list[Stage]) -> None:
+        for stage in reversed(ran):
+            if stage.name in self._with_after:
+                await stage.after(call)
+
+
+class _NoAfter:
+    """Base for stages without an after-step."""
+
+    name = "noop"
+
+    async def after(self, call: Call) -> None:
+        return None
+
+
+NoAfter = _NoAfter

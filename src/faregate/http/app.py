@@ -1,0 +1,112 @@
+"""The ASGI application: routes, error rendering, the request-context middleware, lifespan.
+
+`create_app(config)` builds one; `app_from_env()` is the factory the server workers import
+(the CLI validated the config and passes its path in FAREGATE_CONFIG).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from pydantic import SecretStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from faregate import __version__
+from faregate.config import Config, load_config, parse_config
+from faregate.config.schema import embedded_default
+from faregate.core.errors import GatewayError
+from faregate.gateway import Gateway
+from faregate.http.context import RequestContext
+from faregate.http.responses import error_response, internal_error
+from faregate.http.routes import health, messages, models, openai, ws
+
+log = logging.getLogger("faregate")
+
+CONFIG_ENV = "FAREGATE_CONFIG"
+EMBEDDED = "embedded"
+
+
+def _protocol(request: Request) -> str:
+    return "anthropic" if request.url.path.startswith("/v1/messages") else "openai"
+
+
+def create_app(config: Config) -> FastAPI:
+    gateway = Gateway(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    app = FastAPI(title="faregate", version=__version__, lifespan=lifespan,
+                  description="A self-hosted LLM gateway: OpenAI- and Anthropic-compatible.")
+    app.state.gateway = gateway
+    for module in (openai, messages, models, health, ws):
+        app.include_router(module.router)
+
+    async def on_gateway_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        return error_response(exc, _protocol(request))  # type: ignore[arg-type]
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        message = {404: f"No route {request.method} {request.url.path}. See /docs for the API.",
+                   405: f"{request.method} is not allowed on {request.url.path}."}.get(exc.status_code, str(exc.detail))
+        err = GatewayError(exc.status_code, message, code=code)
+        return error_response(err, _protocol(request))  # type: ignore[arg-type]
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        return error_response(internal_error(exc), _protocol(request))  # type: ignore[arg-type]
+
+    app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+    app.add_middleware(RequestContext)
+
+    def custom_openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(openai.schemas())
+            components.update(messages.schemas())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = custom_openapi  # type: ignore[method-assign]
+    return app
+
+
+MASTER_KEY_ENV = ("FAREGATE_MASTER_KEY", "LITELLM_MASTER_KEY")
+
+
+def load(source: str | None) -> Config:
+    """A config path, or the embedded default for None / 'embedded'.
+
+    A master key in the environment (FAREGATE_MASTER_KEY, or LiteLLM's LITELLM_MASTER_KEY)
+    applies when the config sets none.
+    """
+    if source in (None, "", EMBEDDED):
+        config = parse_config(embedded_default(), source="embedded default")
+    else:
+        config = load_config(source)
+    if config.general_settings.master_key is None:
+        for name in MASTER_KEY_ENV:
+            if os.environ.get(name):
+                config.general_settings.master_key = SecretStr(os.environ[name])
+                break
+    return config
+
+
+def app_from_env() -> FastAPI:
+    return create_app(load(os.environ.get(CONFIG_ENV)))

@@ -1,0 +1,74 @@
+"""Per-request context as a raw ASGI middleware (no BaseHTTPMiddleware: it costs a task).
+
+Every HTTP response gets `x-request-id` (the client's if it sent a sane one, else a new one)
+and `x-faregate-overhead-ms`: time spent in the gateway, excluding upstream waits. For a
+stream, the headers leave after the first upstream chunk, so the figure covers everything up
+to the first byte.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from faregate.core.call import Call
+
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+REQUEST_ID = "faregate.request_id"
+STARTED = "faregate.started"
+CALL = "faregate.call"
+
+
+def new_request_id() -> str:
+    return os.urandom(16).hex()
+
+
+def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _SANE_ID.match(text):
+                return text
+            break
+    return new_request_id()
+
+
+def overhead_ms(scope: dict[str, Any], now: float) -> float:
+    call: Call | None = scope.get(CALL)
+    if call is not None:
+        return call.overhead_seconds(now) * 1000
+    return (now - scope[STARTED]) * 1000
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        scope[STARTED] = time.perf_counter()
+        rid = scope[REQUEST_ID] = request_id_from(scope["headers"])
+        if kind == "websocket":
+            await self.app(scope, receive, send)
+            return
+        rid_bytes = rid.encode()
+
+        async def send_with_context(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ms = overhead_ms(scope, time.perf_counter())
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", rid_bytes),
+                    (b"x-faregate-overhead-ms", f"{ms:.3f}".encode()),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_context)

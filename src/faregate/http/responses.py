@@ -1,0 +1,74 @@
+"""Serializing results and errors: JSON bodies and SSE streams, OpenAI or Anthropic shaped."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Literal
+
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from faregate.core.errors import GatewayError
+from faregate.wire import sse
+
+log = logging.getLogger("faregate.http")
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+Protocol = Literal["openai", "anthropic"]
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(exc: GatewayError, protocol: Protocol = "openai") -> JSONResponse:
+    body = exc.anthropic_body() if protocol == "anthropic" else exc.openai_body()
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers or None)
+
+
+def internal_error(exc: BaseException) -> GatewayError:
+    # Log the type only at error level with the traceback; the message never goes to the client.
+    log.error("unhandled %s while serving a request", type(exc).__name__, exc_info=exc)
+    return GatewayError(500, "The gateway failed unexpectedly; the error is logged with this request's x-request-id.",
+                        type="api_error", code="internal_error")
+
+
+def stream_error_event(exc: BaseException, protocol: Protocol) -> bytes:
+    err = exc if isinstance(exc, GatewayError) else internal_error(exc)
+    if protocol == "anthropic":
+        return sse.encode_event("error", err.anthropic_body())
+    return sse.encode(err.openai_body())
+
+
+async def openai_sse(stream: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    encode = sse.encode
+    try:
+        async for chunk in stream:
+            yield encode(chunk)
+    except Exception as exc:  # the client already has a 200: end with an error event, not [DONE]
+        yield stream_error_event(exc, "openai")
+        return
+    yield sse.DONE
+
+
+async def translated_sse(stream: AsyncIterator[dict[str, Any]],
+                         feed: Callable[[dict[str, Any]], Iterable[tuple[str, dict[str, Any]]]],
+                         finish: Callable[[], Iterable[tuple[str, dict[str, Any]]]]) -> AsyncIterator[bytes]:
+    """Canonical chunks -> named events (Anthropic) via a stateful translator."""
+    encode = sse.encode_event
+    try:
+        async for chunk in stream:
+            for event, data in feed(chunk):
+                yield encode(event, data)
+        for event, data in finish():
+            yield encode(event, data)
+    except Exception as exc:
+        yield stream_error_event(exc, "anthropic")
+
+
+def sse_response(body: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)

@@ -1,0 +1,22 @@
+"""Liveness and readiness probes (no auth: load balancers call them)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from faregate.http.responses import JSONResponse
+
+router = APIRouter(tags=["Health"])
+
+
+@router.get("/health/live", summary="The process is up")
+async def live() -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/health/ready", summary="Config loaded and every deployment ready")
+async def ready(request: Request) -> Response:
+    ok, states = request.app.state.gateway.ready()
+    body = {"status": "ready" if ok else "starting", "deployments": {k: ("ready" if v else "starting") for k, v in states.items()}}
+    return JSONResponse(body, status_code=200 if ok else 503)

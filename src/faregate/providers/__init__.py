@@ -1,0 +1,1 @@
+"""Providers: translators between the canonical (OpenAI-shaped) schema and one wire protocol."""

@@ -1,0 +1,1 @@
+"""Pipeline stages, one per module; `core/pipeline.py` lists their order."""

@@ -1,0 +1,1 @@
+"""Wire schemas: the JSON shapes clients and upstreams speak, apart from any logic."""
