@@ -1,0 +1,7 @@
+"""`python -m faregate.mock [--port 9000] ...`: the same as `faregate mock-upstream`."""
+
+import sys
+
+from faregate.mock.server import main
+
+sys.exit(main())
