@@ -45,7 +45,7 @@ def test_stream_event_sequence(client: anthropic.Anthropic, model: str) -> None:
     assert events[-3:] == ["content_block_stop", "message_delta", "message_stop"]
     assert final.content[0].text == "Mock reply to: stream"
     assert final.stop_reason == "end_turn"
-    assert final.usage.output_tokens == 3
+    assert final.usage.output_tokens == 4
 
 
 @pytest.mark.parametrize("model", ["claude-haiku", "gpt-4o-mini"])

@@ -31,10 +31,12 @@ router = APIRouter(tags=["Anthropic"])
 )
 async def create_message(request: Request) -> Response:
     gw = request.app.state.gateway
+    principal = gw.auth.check(request.headers)
     req = validate_messages_request(await read_json(request, gw.config.server.max_body_bytes))
     scope = request.scope
     call = Call(request_id=scope[REQUEST_ID], endpoint="chat", body=messages_request_to_chat(req),
-                headers=request.headers, client_protocol="anthropic", started=scope[STARTED])
+                headers=request.headers, client_protocol="anthropic", started=scope[STARTED],
+                principal=principal)
     scope[CALL] = call
     await gw.pipeline.run(call)
     model = req["model"]

@@ -22,10 +22,11 @@ def _doc(endpoint: str) -> dict[str, Any]:
 
 async def run_openai(request: Request, endpoint: Endpoint) -> Response:
     gw = request.app.state.gateway
+    principal = gw.auth.check(request.headers)
     body = validate_request(endpoint, await read_json(request, gw.config.server.max_body_bytes))
     scope = request.scope
     call = Call(request_id=scope[REQUEST_ID], endpoint=endpoint, body=body, headers=request.headers,
-                started=scope[STARTED])
+                started=scope[STARTED], principal=principal)
     scope[CALL] = call
     await gw.pipeline.run(call)
     if call.stream is not None:

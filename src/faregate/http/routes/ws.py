@@ -31,7 +31,7 @@ router = APIRouter()
 async def chat_ws(ws: WebSocket) -> None:
     gw = ws.app.state.gateway
     try:
-        gw.auth.check(ws.headers)
+        principal = gw.auth.check(ws.headers)
     except GatewayError:
         await ws.close(code=1008, reason="invalid API key")
         return
@@ -39,7 +39,7 @@ async def chat_ws(ws: WebSocket) -> None:
     try:
         while True:
             raw = await ws.receive_text()
-            await _serve_one(ws, gw, raw)
+            await _serve_one(ws, gw, raw, principal)
     except WebSocketDisconnect:
         return
 
@@ -48,7 +48,7 @@ def _frame(obj: dict[str, Any]) -> str:
     return orjson.dumps(obj).decode()
 
 
-async def _serve_one(ws: WebSocket, gw: Gateway, raw: str) -> None:
+async def _serve_one(ws: WebSocket, gw: Gateway, raw: str, principal: str) -> None:
     rid = new_request_id()
     try:
         try:
@@ -59,7 +59,7 @@ async def _serve_one(ws: WebSocket, gw: Gateway, raw: str) -> None:
             doc["stream"] = True
             doc["stream_options"] = {"include_usage": True}
         body = validate_request("chat", doc)
-        call = Call(request_id=rid, endpoint="chat", body=body, headers=ws.headers)
+        call = Call(request_id=rid, endpoint="chat", body=body, headers=ws.headers, principal=principal)
         await gw.pipeline.run(call)
         if call.stream is None:  # a short-circuit answered with a whole response
             await ws.send_text(_frame({"type": "response", "data": call.response}))
