@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from faregate.config import ConfigError, load_config, parse_config
-from faregate.gateway import check_deployments
+from faregate.routing.checks import check_deployments
 from faregate.routing.deployment import build_deployments
 
 LITELLM_CONFIG = """

@@ -29,8 +29,8 @@ def _setup_logging(level: str) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from faregate.config import ConfigError
-    from faregate.gateway import check_deployments
-    from faregate.http.app import CONFIG_ENV, EMBEDDED, load
+    from faregate.config.sources import CONFIG_ENV, EMBEDDED, load
+    from faregate.routing.checks import check_deployments
 
     source = args.config
     if source is None and Path(DEFAULT_CONFIG_FILE).is_file():
@@ -91,7 +91,7 @@ def _has_uvloop() -> bool:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from faregate.config import ConfigError, load_config
-    from faregate.gateway import check_deployments
+    from faregate.routing.checks import check_deployments
 
     try:
         config = load_config(args.file)
@@ -117,7 +117,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_mock(args: argparse.Namespace) -> int:
-    from faregate.mock.server import main_from_args
+    from faregate.mock.cli import main_from_args
 
     return main_from_args(args)
 
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     mock = sub.add_parser("mock-upstream", help="run the mock OpenAI/Anthropic upstream")
-    from faregate.mock.server import add_arguments
+    from faregate.mock.cli import add_arguments
 
     add_arguments(mock)
     mock.set_defaults(func=cmd_mock)

@@ -21,21 +21,6 @@ from faregate.stages.route import Route
 log = logging.getLogger("faregate")
 
 
-def check_deployments(config: Config) -> list[str]:
-    """Problems that the schema cannot see: each names the YAML path."""
-    problems: list[str] = []
-    deployments = build_deployments(config)
-    transport = Transport()
-    for i, dep in enumerate(deployments):
-        try:
-            build_provider(dep, transport, config.local_model)
-        except ValueError as exc:
-            problems.append(f"model_list[{i}].litellm_params: {exc}")
-    for rule in Router(deployments, config.router_settings.fallbacks).unknown_fallbacks():
-        problems.append(f"router_settings.fallbacks: '{rule}' names no model group in model_list")
-    return problems
-
-
 class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -14,13 +14,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from faregate import __version__
-from faregate.config import Config, load_config, parse_config
-from faregate.config.schema import embedded_default
+from faregate.config import Config
+from faregate.config.sources import CONFIG_ENV, load
 from faregate.core.errors import GatewayError
 from faregate.gateway import Gateway
 from faregate.http.context import RequestContext
@@ -28,9 +27,6 @@ from faregate.http.responses import error_response, internal_error
 from faregate.http.routes import health, messages, models, openai, ws
 
 log = logging.getLogger("faregate")
-
-CONFIG_ENV = "FAREGATE_CONFIG"
-EMBEDDED = "embedded"
 
 
 def _protocol(request: Request) -> str:
@@ -85,27 +81,6 @@ def create_app(config: Config) -> FastAPI:
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
     return app
-
-
-MASTER_KEY_ENV = ("FAREGATE_MASTER_KEY", "LITELLM_MASTER_KEY")
-
-
-def load(source: str | None) -> Config:
-    """A config path, or the embedded default for None / 'embedded'.
-
-    A master key in the environment (FAREGATE_MASTER_KEY, or LiteLLM's LITELLM_MASTER_KEY)
-    applies when the config sets none.
-    """
-    if source in (None, "", EMBEDDED):
-        config = parse_config(embedded_default(), source="embedded default")
-    else:
-        config = load_config(source)
-    if config.general_settings.master_key is None:
-        for name in MASTER_KEY_ENV:
-            if os.environ.get(name):
-                config.general_settings.master_key = SecretStr(os.environ[name])
-                break
-    return config
 
 
 def app_from_env() -> FastAPI:

@@ -2,6 +2,6 @@
 
 import sys
 
-from faregate.mock.server import main
+from faregate.mock.cli import main
 
 sys.exit(main())

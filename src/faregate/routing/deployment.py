@@ -116,3 +116,16 @@ def build_deployments(config: Config) -> list[Deployment]:
             )
         )
     return out
+
+
+def deployment_problems(config: Config) -> list[str]:
+    """What the schema cannot see, each with its YAML path (no provider is built)."""
+    problems: list[str] = []
+    for i, dep in enumerate(build_deployments(config)):
+        where = f"model_list[{i}].litellm_params"
+        if dep.provider in ("openai", "azure") and not dep.api_base:
+            problems.append(f"{where}: deployment '{dep.id}' needs litellm_params.api_base "
+                            f"('{dep.litellm_provider}/' has no default address)")
+        if dep.provider == "azure" and not dep.api_version:
+            problems.append(f"{where}: deployment '{dep.id}' needs litellm_params.api_version for Azure")
+    return problems
