@@ -124,6 +124,7 @@ class Transport:
         self.connect_timeout = connect_timeout
         self.max_per_host = max_per_host
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         if self._session is None:
@@ -147,7 +148,11 @@ class Transport:
         return self._session
 
     def _client_timeout(self, t: Timeouts) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=t.total, sock_connect=min(t.connect, t.total), sock_read=t.idle)
+        # A handful of distinct Timeouts exist (per deployment, stream or not): build each once.
+        ct = self._timeouts.get(t)
+        if ct is None:
+            ct = self._timeouts[t] = aiohttp.ClientTimeout(total=t.total, sock_connect=min(t.connect, t.total), sock_read=t.idle)
+        return ct
 
     async def post_json(self, call: Call, dep: Deployment, url: str, headers: dict[str, str],
                         payload: dict[str, Any], timeouts: Timeouts) -> dict[str, Any]:
