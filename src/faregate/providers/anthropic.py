@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from faregate.providers.base import Provider
-from faregate.providers.transport import Timeouts, Transport, UpstreamError
+from faregate.providers.transport import Transport, UpstreamError
 from faregate.translate.anthropic_request import chat_request_to_messages
 from faregate.translate.anthropic_response import messages_response_to_chat
 from faregate.translate.anthropic_stream import MessagesStreamToChat
@@ -35,15 +35,10 @@ class AnthropicProvider(Provider):
         if deployment.api_key:
             self._headers["x-api-key"] = deployment.api_key
 
-    def _timeouts(self, call: Call) -> Timeouts:
-        d = self.deployment
-        return Timeouts(total=d.timeout, connect=self.transport.connect_timeout,
-                        idle=d.stream_idle_timeout if call.streaming else d.timeout)
-
     async def chat(self, call: Call) -> dict[str, Any]:
         payload = chat_request_to_messages(call.body, self.deployment.upstream_model)
         payload.pop("stream", None)
-        resp = await self.transport.post_json(call, self.deployment, self._url, self._headers, payload, self._timeouts(call))
+        resp = await self.transport.post_json(call, self.deployment, self._url, self._headers, payload, self.timeouts(call))
         return messages_response_to_chat(resp, self.deployment.upstream_model)
 
     def chat_stream(self, call: Call) -> AsyncIterator[dict[str, Any]]:
@@ -53,7 +48,7 @@ class AnthropicProvider(Provider):
         payload = chat_request_to_messages(call.body, self.deployment.upstream_model)
         payload["stream"] = True
         translator = MessagesStreamToChat(self.deployment.upstream_model)
-        events = self.transport.post_sse(call, self.deployment, self._url, self._headers, payload, self._timeouts(call))
+        events = self.transport.post_sse(call, self.deployment, self._url, self._headers, payload, self.timeouts(call))
         async for event, data in events:
             try:
                 doc = orjson.loads(data)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from faregate.core.errors import GatewayError
+from faregate.providers.timeouts import Timeouts
 
 if TYPE_CHECKING:
     from faregate.core.call import Call
@@ -29,6 +30,13 @@ class Provider:
     def __init__(self, deployment: Deployment, transport: Transport) -> None:
         self.deployment = deployment
         self.transport = transport
+        d, connect = deployment, transport.connect_timeout
+        self._plain_timeouts = Timeouts(total=d.timeout, connect=connect, idle=d.timeout)
+        self._stream_timeouts = Timeouts(total=d.timeout, connect=connect, idle=d.stream_idle_timeout)
+
+    def timeouts(self, call: Call) -> Timeouts:
+        """Total, connect and idle limits for one attempt (idle = gap between stream chunks)."""
+        return self._stream_timeouts if call.streaming else self._plain_timeouts
 
     async def start(self) -> None:
         """Acquire what the provider needs (load a model…). Called once at gateway start-up."""

@@ -14,7 +14,7 @@ import orjson
 
 from faregate.core.errors import scrub
 from faregate.providers.base import Provider
-from faregate.providers.transport import Timeouts, Transport, UpstreamError
+from faregate.providers.transport import Transport, UpstreamError
 
 if TYPE_CHECKING:
     from faregate.core.call import Call
@@ -41,11 +41,6 @@ class OpenAIProvider(Provider):
         return f"{self._base}/{path}"
 
     # --- helpers ---------------------------------------------------------------------------
-    def _timeouts(self, call: Call) -> Timeouts:
-        d = self.deployment
-        return Timeouts(total=d.timeout, connect=self.transport.connect_timeout,
-                        idle=d.stream_idle_timeout if call.streaming else d.timeout)
-
     def _payload(self, call: Call, *, stream: bool) -> dict[str, Any]:
         payload = dict(call.body)
         payload["model"] = self.deployment.upstream_model
@@ -55,7 +50,7 @@ class OpenAIProvider(Provider):
 
     async def _stream(self, call: Call, path: str) -> AsyncIterator[dict[str, Any]]:
         events = self.transport.post_sse(call, self.deployment, self._url(path), self._headers,
-                                         self._payload(call, stream=True), self._timeouts(call))
+                                         self._payload(call, stream=True), self.timeouts(call))
         async for _event, data in events:
             if data == b"[DONE]":
                 break
@@ -74,21 +69,21 @@ class OpenAIProvider(Provider):
     # --- endpoints -------------------------------------------------------------------------
     async def chat(self, call: Call) -> dict[str, Any]:
         return await self.transport.post_json(call, self.deployment, self._url("chat/completions"),
-                                              self._headers, self._payload(call, stream=False), self._timeouts(call))
+                                              self._headers, self._payload(call, stream=False), self.timeouts(call))
 
     def chat_stream(self, call: Call) -> AsyncIterator[dict[str, Any]]:
         return self._stream(call, "chat/completions")
 
     async def completions(self, call: Call) -> dict[str, Any]:
         return await self.transport.post_json(call, self.deployment, self._url("completions"),
-                                              self._headers, self._payload(call, stream=False), self._timeouts(call))
+                                              self._headers, self._payload(call, stream=False), self.timeouts(call))
 
     def completions_stream(self, call: Call) -> AsyncIterator[dict[str, Any]]:
         return self._stream(call, "completions")
 
     async def embeddings(self, call: Call) -> dict[str, Any]:
         return await self.transport.post_json(call, self.deployment, self._url("embeddings"),
-                                              self._headers, self._payload(call, stream=False), self._timeouts(call))
+                                              self._headers, self._payload(call, stream=False), self.timeouts(call))
 
 
 class AzureOpenAIProvider(OpenAIProvider):

@@ -14,25 +14,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
 from faregate.core.errors import GatewayError, scrub
+from faregate.providers.timeouts import Timeouts
 from faregate.wire import sse
 
 if TYPE_CHECKING:
     from faregate.core.call import Call
     from faregate.routing.deployment import Deployment
-
-
-@dataclass(slots=True, frozen=True)
-class Timeouts:
-    total: float
-    connect: float
-    idle: float  # longest wait for the first byte / between stream chunks
 
 
 class UpstreamError(GatewayError):
