@@ -137,6 +137,19 @@ def own_cpu_seconds() -> float:
     return total
 
 
+def per_cpu_times() -> dict[str, tuple[int, int]]:
+    """{cpu number: (busy ticks, total ticks)} from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *vals = line.split()
+                v = [int(x) for x in vals]
+                total = sum(v[:8])
+                out[name[3:]] = (total - v[3] - v[4], total)
+    return out
+
+
 class Server:
     """A server process in its own session (so its whole group can be stopped), logging to a file."""
 
@@ -238,6 +251,7 @@ class Sampler:
             self._sample()
 
     def __enter__(self) -> Sampler:
+        self._cores0 = per_cpu_times()
         self._cpu0 = {k: cpu_seconds(v.pids()) for k, v in self.procs.items()}
         self._t0 = time.perf_counter()
         self._sample()
@@ -251,6 +265,9 @@ class Sampler:
         wall = time.perf_counter() - self._t0
         self.cpu_pct = {k: round(100 * (cpu_seconds(v.pids()) - self._cpu0[k]) / wall, 1)
                         for k, v in self.procs.items()}
+        cores1 = per_cpu_times()
+        self.core_busy_pct = {c: round(100 * (cores1[c][0] - b0) / max(1, cores1[c][1] - t0), 1)
+                              for c, (b0, t0) in self._cores0.items() if c in cores1}
 
 
 def run_loadgen(url: str, *, key: str | None, mode: str, connections: int, duration: float, warmup: float,
@@ -269,6 +286,7 @@ def run_loadgen(url: str, *, key: str | None, mode: str, connections: int, durat
     result["server_rss_mb"] = round(sampler.max_rss["server"], 1) if server else None
     result["server_cpu_pct"] = sampler.cpu_pct.get("server")
     result["mock_cpu_pct"] = sampler.cpu_pct.get("mock")
+    result["core_busy_pct"] = sampler.core_busy_pct
     if server is not None and server.proc.poll() is not None:
         result["server_died"] = f"exit code {server.proc.returncode}"
     return result
@@ -293,12 +311,7 @@ def run_wrk(url: str, *, key: str | None, connections: int, duration: float, war
             server: Server | None, mock: Server, logdir: Path) -> dict[str, Any]:
     """Closed loop with wrk (C, 1 thread): the max-RPS runs, where a Python client would eat the core the
     mock upstream needs. Same request body as loadgen.py; a warm-up run first, not counted."""
-    sys.path.insert(0, str(BENCH))
-    from loadgen import request_body
-
-    script = logdir / "post.lua"
-    auth = f'wrk.headers["Authorization"] = "Bearer {key}"' if key else ""
-    script.write_text(WRK_LUA % {"body": request_body(MODEL, False, 256).decode(), "auth": auth})
+    script = write_wrk_script(logdir, key)
     pin = ["taskset", "-c", cpus] if cpus else []
 
     def wrk(seconds: float) -> dict[str, Any]:
@@ -329,6 +342,7 @@ def run_wrk(url: str, *, key: str | None, connections: int, duration: float, war
     result["server_rss_mb"] = round(sampler.max_rss["server"], 1) if server else None
     result["server_cpu_pct"] = sampler.cpu_pct.get("server")
     result["mock_cpu_pct"] = sampler.cpu_pct.get("mock")
+    result["core_busy_pct"] = sampler.core_busy_pct
     result["measured_wall_s"] = round(wall, 3)
     if server is not None and server.proc.poll() is not None:
         result["server_died"] = f"exit code {server.proc.returncode}"
@@ -545,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
             fg.wait_http(port, "/health/live", 30)
             measure("faregate", fg_url, MASTER_KEY, fg)
             if args.profile:
-                profile_faregate(fg, fg_url, args, gen_cpu, mock, results)
+                profile_faregate(fg, fg_url, args, gen_cpu, use_wrk, logdir, results)
         finally:
             fg.stop()
             results["faregate_log_errors"] = scan_log(fg.log_path)
@@ -602,53 +616,113 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(e.startswith("benchmark aborted") for e in errors_seen) else 0
 
 
-def profile_faregate(fg: Server, url: str, args: argparse.Namespace, gen_cpu: str | None, mock: Server,
-                     results: dict[str, Any]) -> None:
-    """py-spy record the faregate worker for 10 s under max load; summarise the top functions by own time."""
+def profile_faregate(fg: Server, url: str, args: argparse.Namespace, gen_cpu: str | None, use_wrk: bool,
+                     logdir: Path, results: dict[str, Any]) -> None:
+    """py-spy record faregate's worker for 10 s under max load; summarise own time by package and function."""
     spy = shutil.which("py-spy") or str(Path(PY).with_name("py-spy"))
-    if not Path(spy).exists() and not shutil.which("py-spy"):
-        results["notes"].append("--profile: py-spy not installed (pip install py-spy)")
+    if not Path(spy).exists():
+        results["notes"].append("--profile: py-spy is not installed (pip install py-spy)")
         return
     workers = [p for p in fg.pids() if p != fg.pid]
     target = workers[-1] if workers else fg.pid
     log(f"profiling faregate worker {target} with py-spy for 10 s under {args.max_connections} connections")
-    cmd = [PY, str(BENCH / "loadgen.py"), "--url", url, "--key", MASTER_KEY, "--mode", "closed",
-           "--connections", str(args.max_connections), "--duration", "12", "--warmup", "1"]
-    gen = subprocess.Popen((["taskset", "-c", gen_cpu] if gen_cpu else []) + cmd, stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+    pin = ["taskset", "-c", gen_cpu] if gen_cpu else []  # py-spy and the client stay off the server's core
+    if use_wrk:
+        cmd = ["wrk", "-t1", f"-c{args.max_connections}", "-d13s", "--timeout", "30s",
+               "-s", str(write_wrk_script(logdir, MASTER_KEY)), url]
+    else:
+        cmd = [PY, str(BENCH / "loadgen.py"), "--url", url, "--key", MASTER_KEY, "--mode", "closed",
+               "--connections", str(args.max_connections), "--duration", "12", "--warmup", "1"]
+    gen = subprocess.Popen(pin + cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           start_new_session=True)
     try:
         time.sleep(1.5)
-        subprocess.run([spy, "record", "-o", args.profile, "--pid", str(target), "--duration", "10",
-                        "--format", "speedscope", "--rate", "200", "--nonblocking"],
-                       capture_output=True, timeout=60)
-        gen.wait(30)
+        cpu0, t0 = thread_cpu_seconds(target), time.perf_counter()
+        spy_out = subprocess.run(pin + [spy, "record", "-o", args.profile, "--pid", str(target), "--duration", "10",
+                                        "--format", "speedscope", "--rate", "200", "--nonblocking"],
+                                 capture_output=True, text=True, timeout=60)
+        main_cpu = (thread_cpu_seconds(target) - cpu0) / (time.perf_counter() - t0)
+        out, _ = gen.communicate(timeout=30)
     finally:
         if gen.poll() is None:
             os.killpg(gen.pid, signal.SIGKILL)
             gen.wait()
-    results["profile"] = {"file": args.profile, "top_self": top_functions(Path(args.profile))}
+    if spy_out.returncode != 0 or not Path(args.profile).exists():
+        results["notes"].append(f"--profile: py-spy failed: {(spy_out.stderr or spy_out.stdout)[-500:]}")
+        return
+    rps = None
+    for line in out.splitlines():
+        with contextlib.suppress(ValueError, KeyError):
+            if line.startswith("WRKJSON "):
+                w = json.loads(line[8:])
+                rps = w["requests"] / (w["duration_us"] / 1e6)
+            elif line.startswith("{"):
+                rps = json.loads(line)["rps"]
+    results["profile"] = {"file": args.profile, "rps": rps, "main_thread_cpu_pct": round(100 * main_cpu, 1),
+                          **summarise_profile(Path(args.profile))}
+    if rps:  # own time per request of each package, on the Python (event loop) thread
+        for row in results["profile"]["by_package"]:
+            row["us_per_req"] = round(row["pct"] / 100 * main_cpu / rps * 1e6)
 
 
-def top_functions(path: Path, n: int = 25) -> list[dict[str, Any]]:
+def write_wrk_script(logdir: Path, key: str | None) -> Path:
+    sys.path.insert(0, str(BENCH))
+    from loadgen import request_body
+
+    script = logdir / ("post-auth.lua" if key else "post.lua")
+    auth = f'wrk.headers["Authorization"] = "Bearer {key}"' if key else ""
+    script.write_text(WRK_LUA % {"body": request_body(MODEL, False, 256).decode(), "auth": auth})
+    return script
+
+
+def thread_cpu_seconds(pid: int) -> float:
+    """CPU time of the main thread of pid (the thread running the Python event loop)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _package(path: str) -> str:
+    m = re.search(r"site-packages/([^/]+)", path)
+    if m:
+        return m.group(1).removesuffix(".py")
+    m = re.search(r"src/faregate/([^/]+)", path)
+    if m:
+        return "faregate." + m.group(1).removesuffix(".py")
+    return "python stdlib / other"
+
+
+def summarise_profile(path: Path, n: int = 20) -> dict[str, Any]:
+    """Own time of the main thread's samples by package and by function (py-spy speedscope file).
+
+    Without --native, time spent in C/Rust code is charged to the Python line that called it
+    (e.g. granian's send/receive shows up on starlette's `await send(...)` lines)."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
-        return []
+        return {}
     frames = doc["shared"]["frames"]
+    prof = max(doc["profiles"], key=lambda p: sum(1 for s in p["samples"] if s))  # the Python thread
     own: dict[int, float] = defaultdict(float)
     total = 0.0
-    for prof in doc["profiles"]:
-        for stack, w in zip(prof["samples"], prof["weights"], strict=False):
+    for stack, w in zip(prof["samples"], prof["weights"], strict=False):
+        if stack:
             total += w
-            if stack:
-                own[stack[-1]] += w
+            own[stack[-1]] += w
     site = re.compile(r".*/site-packages/|.*/src/|.*/lib/python3\.\d+/")
-    out = []
+    by_pkg: dict[str, float] = defaultdict(float)
+    for i, w in own.items():
+        by_pkg[_package(frames[i].get("file", ""))] += w
+    top = []
     for i, w in sorted(own.items(), key=lambda kv: -kv[1])[:n]:
         f = frames[i]
-        out.append({"pct": round(100 * w / total, 1) if total else 0.0, "function": f["name"],
+        top.append({"pct": round(100 * w / total, 1), "function": f["name"],
                     "where": f"{site.sub('', f.get('file', ''))}:{f.get('line', '')}"})
-    return out
+    pkgs = [{"package": k, "pct": round(100 * v / total, 1)} for k, v in sorted(by_pkg.items(), key=lambda kv: -kv[1])]
+    return {"samples": len(prof["samples"]), "by_package": pkgs, "top_self": top}
 
 
 def cpu_us_per_req(x: dict[str, Any]) -> float | None:
@@ -691,14 +765,14 @@ def render(r: dict[str, Any]) -> str:
         pct_bare = None if not bare_rps or name in ("bare", "direct") else 100 * x["rps"] / bare_rps
         rows.append([name, x["rps"], x["latency_ms"]["p50"], x["latency_ms"]["p99"], x["errors"], x["server_rss_mb"],
                      "-" if pct_bare is None else f"{pct_bare:.0f}%", x["server_cpu_pct"], cpu_us_per_req(x),
-                     x["mock_cpu_pct"]])
+                     x["mock_cpu_pct"], "/".join(f"{v:.0f}" for v in x.get("core_busy_pct", {}).values()) or "-"])
     out.append(table(["target", "RPS", "p50 ms", "p99 ms", "errors", "RSS MB", "% of bare", "srv CPU%",
-                      "srv CPU us/req", "mock CPU%"], rows))
+                      "srv CPU us/req", "mock CPU%", "cpu0/cpu1 busy%"], rows))
     if "direct" in mx:
         ideal = s["max_connections"] / (s["upstream_latency_ms"] / 1000)
         out.append(f"(client: {s.get('max_rps_client', 'loadgen.py')}; direct = the harness ceiling: the client and "
-                   f"the mock alone reach {mx['direct']['rps']:.0f} RPS of the ideal {ideal:.0f}. A server whose "
-                   f"CPU% is well under 100 was held back by the harness, not by itself.)")
+                   f"the mock alone reach {mx['direct']['rps']:.0f} RPS of the ideal {ideal:.0f}. {m['pinning']}: "
+                   f"if cpu1 is not near 100% busy, the harness did not hold a server back.)")
 
     out.append("")
     out.append(f"Streaming ({s['stream_connections']} concurrent streams, {s['duration_s']:.0f} s)")
@@ -769,10 +843,17 @@ def render(r: dict[str, Any]) -> str:
     out.append(table(["target", "goal", "measured", "result"], rows))
     r["targets"] = [{"target": a.strip(), "goal": b_, "measured": c, "pass": ok} for a, b_, c, ok in checks]
 
-    if r.get("profile", {}).get("top_self"):
+    pr = r.get("profile") or {}
+    if pr.get("top_self"):
         out.append("")
-        out.append(f"py-spy: faregate worker under max load, top functions by own time ({r['profile']['file']})")
-        for x in r["profile"]["top_self"][:15]:
+        out.append(f"py-spy: faregate worker at {fmt(pr.get('rps'), 0)} RPS ({s['max_connections']} connections); "
+                   f"its event-loop thread used {pr['main_thread_cpu_pct']}% of a core. Own time of that thread "
+                   f"(C/Rust time is charged to the calling Python line; {pr['file']}):")
+        out.append("  by package: " + ", ".join(
+            f"{x['package']} {x['pct']:.0f}%" + (f" ({x['us_per_req']} us/req)" if "us_per_req" in x else "")
+            for x in pr["by_package"] if x["pct"] >= 0.5))
+        out.append("  top functions:")
+        for x in pr["top_self"][:15]:
             out.append(f"  {x['pct']:5.1f}%  {x['function']}  ({x['where']})")
     for note in r["notes"]:
         out.append(f"note: {note}")
