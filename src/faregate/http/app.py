@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -23,14 +24,15 @@ from faregate.config.sources import CONFIG_ENV, load
 from faregate.core.errors import GatewayError
 from faregate.gateway import Gateway
 from faregate.http.context import RequestContext
+from faregate.http.fastpath import FastPath, protocol_for
 from faregate.http.responses import error_response, internal_error
 from faregate.http.routes import health, messages, models, openai, ws
 
 log = logging.getLogger("faregate")
 
 
-def _protocol(request: Request) -> str:
-    return "anthropic" if request.url.path.startswith("/v1/messages") else "openai"
+def _protocol(request: Request) -> Literal["openai", "anthropic"]:
+    return protocol_for(request.url.path)
 
 
 def create_app(config: Config) -> FastAPI:
@@ -39,6 +41,11 @@ def create_app(config: Config) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
+        # Everything built so far lives as long as the process: move it out of the GC's view
+        # so full collections stop rescanning it (measured: 45-50 ms pauses every ~6 s under
+        # load before, ~1 ms after).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -52,7 +59,7 @@ def create_app(config: Config) -> FastAPI:
 
     async def on_gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
-        return error_response(exc, _protocol(request))  # type: ignore[arg-type]
+        return error_response(exc, _protocol(request))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -60,15 +67,14 @@ def create_app(config: Config) -> FastAPI:
         message = {404: f"No route {request.method} {request.url.path}. See /docs for the API.",
                    405: f"{request.method} is not allowed on {request.url.path}."}.get(exc.status_code, str(exc.detail))
         err = GatewayError(exc.status_code, message, code=code)
-        return error_response(err, _protocol(request))  # type: ignore[arg-type]
+        return error_response(err, _protocol(request))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        return error_response(internal_error(exc), _protocol(request))  # type: ignore[arg-type]
+        return error_response(internal_error(exc), _protocol(request))
 
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
-    app.add_middleware(RequestContext)
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -83,5 +89,10 @@ def create_app(config: Config) -> FastAPI:
     return app
 
 
-def app_from_env() -> FastAPI:
-    return create_app(load(os.environ.get(CONFIG_ENV)))
+def asgi_app(app: FastAPI) -> RequestContext:
+    """What the server runs: request context outermost, then the fast path, then FastAPI."""
+    return RequestContext(FastPath(app))
+
+
+def app_from_env() -> RequestContext:
+    return asgi_app(create_app(load(os.environ.get(CONFIG_ENV))))

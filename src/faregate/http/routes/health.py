@@ -5,13 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from faregate.http.fastpath import fast_path
 from faregate.http.responses import JSONResponse
 
 router = APIRouter(tags=["Health"])
 
 
 @router.get("/health/live", summary="The process is up")
-async def live() -> Response:
+@fast_path
+async def live(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from faregate.core.call import Call
 from faregate.http.body import read_json
 from faregate.http.context import CALL, REQUEST_ID, STARTED
+from faregate.http.fastpath import fast_path
 from faregate.http.responses import JSONResponse, sse_response, translated_sse
 from faregate.translate.anthropic_request import messages_request_to_chat
 from faregate.translate.anthropic_response import chat_response_to_messages
@@ -29,6 +30,7 @@ router = APIRouter(tags=["Anthropic"])
     summary="Create a message (Anthropic Messages API)",
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessagesRequest"}}}}},
 )
+@fast_path
 async def create_message(request: Request) -> Response:
     gw = request.app.state.gateway
     principal = gw.auth.check(request.headers)

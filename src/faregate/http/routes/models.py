@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from faregate.core.errors import model_not_found
+from faregate.http.fastpath import fast_path
 from faregate.http.responses import JSONResponse
 
 router = APIRouter(tags=["OpenAI"])
@@ -22,6 +23,7 @@ def _authenticate(request: Request) -> None:
 
 
 @router.get("/v1/models", summary="List model groups")
+@fast_path
 async def list_models(request: Request) -> Response:
     _authenticate(request)
     gw = request.app.state.gateway

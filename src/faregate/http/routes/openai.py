@@ -10,6 +10,7 @@ from starlette.responses import Response
 from faregate.core.call import Call, Endpoint
 from faregate.http.body import read_json
 from faregate.http.context import CALL, REQUEST_ID, STARTED
+from faregate.http.fastpath import fast_path
 from faregate.http.responses import JSONResponse, openai_sse, sse_response
 from faregate.wire.openai import json_schema, validate_request
 
@@ -35,16 +36,19 @@ async def run_openai(request: Request, endpoint: Endpoint) -> Response:
 
 
 @router.post("/v1/chat/completions", openapi_extra=_doc("ChatRequest"), summary="Create a chat completion")
+@fast_path
 async def chat_completions(request: Request) -> Response:
     return await run_openai(request, "chat")
 
 
 @router.post("/v1/completions", openapi_extra=_doc("CompletionRequest"), summary="Create a (legacy) completion")
+@fast_path
 async def completions(request: Request) -> Response:
     return await run_openai(request, "completions")
 
 
 @router.post("/v1/embeddings", openapi_extra=_doc("EmbeddingRequest"), summary="Create embeddings")
+@fast_path
 async def embeddings(request: Request) -> Response:
     return await run_openai(request, "embeddings")
 
