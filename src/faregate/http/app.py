@@ -24,7 +24,7 @@ from faregate.config.sources import CONFIG_ENV, load
 from faregate.core.errors import GatewayError
 from faregate.gateway import Gateway
 from faregate.http.context import RequestContext
-from faregate.http.fastpath import FastPath, protocol_for
+from faregate.http.fastpath import FastPath, fast_routes, protocol_for
 from faregate.http.responses import error_response, internal_error
 from faregate.http.routes import health, messages, models, openai, ws
 
@@ -33,6 +33,9 @@ log = logging.getLogger("faregate")
 
 def _protocol(request: Request) -> Literal["openai", "anthropic"]:
     return protocol_for(request.url.path)
+
+
+ROUTERS = (openai.router, messages.router, models.router, health.router, ws.router)
 
 
 def create_app(config: Config) -> FastAPI:
@@ -54,8 +57,8 @@ def create_app(config: Config) -> FastAPI:
     app = FastAPI(title="faregate", version=__version__, lifespan=lifespan,
                   description="A self-hosted LLM gateway: OpenAI- and Anthropic-compatible.")
     app.state.gateway = gateway
-    for module in (openai, messages, models, health, ws):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
 
     async def on_gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
@@ -91,7 +94,7 @@ def create_app(config: Config) -> FastAPI:
 
 def asgi_app(app: FastAPI) -> RequestContext:
     """What the server runs: request context outermost, then the fast path, then FastAPI."""
-    return RequestContext(FastPath(app))
+    return RequestContext(FastPath(app, fast_routes(ROUTERS)))
 
 
 def app_from_env() -> RequestContext:

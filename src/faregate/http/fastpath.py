@@ -9,10 +9,10 @@ Everything else (path parameters, WebSockets, docs, 404s) goes to FastAPI unchan
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Literal, TypeVar
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,14 +35,21 @@ def protocol_for(path: str) -> Literal["openai", "anthropic"]:
     return "anthropic" if path.startswith("/v1/messages") else "openai"
 
 
-class FastPath:
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-        self.routes: dict[tuple[str, str], Endpoint] = {}
-        for route in app.routes:
+def fast_routes(routers: Iterable[APIRouter]) -> dict[tuple[str, str], Endpoint]:
+    """(method, path) -> endpoint for every `@fast_path` route of these routers."""
+    out: dict[tuple[str, str], Endpoint] = {}
+    for router in routers:
+        for route in router.routes:
             if isinstance(route, APIRoute) and getattr(route.endpoint, "fast_path", False):
                 for method in route.methods:
-                    self.routes[(method, route.path)] = route.endpoint
+                    out[(method, route.path)] = route.endpoint
+    return out
+
+
+class FastPath:
+    def __init__(self, app: FastAPI, routes: dict[tuple[str, str], Endpoint]) -> None:
+        self.app = app
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
