@@ -1,0 +1,137 @@
+"""The targets the load is sent to: (a) direct to the mock upstream, (b) the bare proxy, (c) faregate and
+(d) LiteLLM's proxy (installed once into its own venv, bench/.litellm-venv) — their config, how each
+is started, and its run (start-up, then Run.measure)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from common import BENCH, MASTER_KEY, MODEL, PY, log
+from measure import Run, idle_after_start, repeated_startup
+from procs import Server, free_port
+from profiling import profile_faregate
+
+LITELLM_VENV = BENCH / ".litellm-venv"
+# The mock upstream's streams.
+STREAM_TTFT_MS = 100
+STREAM_ITL_MS = 10
+STREAM_TOKENS = 50
+
+
+def faregate_cmd() -> list[str]:
+    exe = Path(PY).with_name("faregate")
+    return [str(exe)] if exe.exists() else [PY, "-m", "faregate"]
+
+
+def chat_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+def start_mock(run: Run, latency_ms: float, workers: int) -> str:
+    """Start the mock upstream (on the load generator's core) into run.mock; return its base URL."""
+    mock_port = free_port()
+    run.mock = Server("mock", faregate_cmd() + [
+        "mock-upstream", "--port", str(mock_port), "--protocol", "openai", "--latency-ms", str(latency_ms),
+        "--ttft-ms", str(STREAM_TTFT_MS), "--itl-ms", str(STREAM_ITL_MS), "--tokens", str(STREAM_TOKENS),
+        "--workers", str(workers)], run.logdir, run.gen_cpu)
+    run.mock.wait_http(mock_port, "/health", 30)
+    log(f"mock upstream on :{mock_port} ({workers} workers); logs in {run.logdir}")
+    return f"http://127.0.0.1:{mock_port}/v1"
+
+
+def write_config(logdir: Path, upstream: str) -> Path:
+    """The config faregate and LiteLLM both run with: one model on the mock upstream, a master key."""
+    config = logdir / "config.yaml"
+    config.write_text(
+        "model_list:\n"
+        f"  - model_name: {MODEL}\n"
+        f"    litellm_params: {{model: openai/{MODEL}, api_base: {upstream}, api_key: sk-upstream}}\n"
+        f"general_settings: {{master_key: {MASTER_KEY}}}\n")
+    return config
+
+
+def bench_direct(run: Run, upstream: str) -> None:
+    run.measure("direct", f"{upstream}/chat/completions", None, None)
+
+
+def bench_bare(run: Run, upstream: str) -> None:
+    port = free_port()
+    env = dict(os.environ, BARE_UPSTREAM=upstream, BARE_KEY=MASTER_KEY, BARE_MODEL=MODEL)
+    bare = Server("bare", [PY, str(BENCH / "bare_proxy.py"), "--port", str(port)], run.logdir, run.srv_cpu, env=env)
+    try:
+        t = bare.wait_http(port, "/health", 30)
+        run.results["startup"]["bare"] = idle_after_start(bare, t)
+        run.measure("bare", chat_url(port), MASTER_KEY, bare)
+    finally:
+        bare.stop()
+
+
+def bench_faregate(run: Run, config: Path, startup_runs: int, profile: str | None) -> None:
+    """Start-up x startup_runs, then the load (and, if profile is a file name, py-spy under max load)."""
+    fg_cmd = faregate_cmd() + ["serve", "--config", str(config), "--workers", "1"]
+    su = repeated_startup("faregate", fg_cmd, "/health/live", startup_runs, run.logdir, run.srv_cpu)
+    run.results["startup"]["faregate"] = su
+    log(f"faregate start-up: {su['ready_s_runs']} s; idle RSS {su['idle_rss_runs'][-1]}")
+    port = free_port()
+    fg = Server("faregate", fg_cmd + ["--port", str(port)], run.logdir, run.srv_cpu)
+    fg_url = chat_url(port)
+    try:
+        fg.wait_http(port, "/health/live", 30)
+        run.measure("faregate", fg_url, MASTER_KEY, fg)
+        if profile:
+            profile_faregate(fg, fg_url, profile, run)
+    finally:
+        fg.stop()
+        run.results["faregate_log_errors"] = fg.scan_log()
+
+
+def ensure_litellm(log_dir: Path) -> tuple[Path | None, str]:
+    """(path of the `litellm` executable, version) or (None, reason)."""
+    exe = LITELLM_VENV / "bin" / "litellm"
+    py = LITELLM_VENV / "bin" / "python"
+    if not exe.exists():
+        log(f"creating {LITELLM_VENV} and installing 'litellm[proxy]' from PyPI (once; 1-2 min)")
+        install_log = log_dir / "litellm-install.log"
+        try:
+            with open(install_log, "wb") as f:
+                subprocess.run([PY, "-m", "venv", str(LITELLM_VENV)], check=True, stdout=f, stderr=subprocess.STDOUT,
+                               timeout=120)
+                subprocess.run([str(py), "-m", "pip", "install", "-q", "litellm[proxy]"], check=True, stdout=f,
+                               stderr=subprocess.STDOUT, timeout=900)
+        except (subprocess.SubprocessError, OSError) as exc:
+            tail = install_log.read_text(errors="replace")[-1500:] if install_log.exists() else ""
+            shutil.rmtree(LITELLM_VENV, ignore_errors=True)
+            return None, f"install failed ({exc}); log tail:\n{tail}"
+        if not exe.exists():
+            return None, "install finished but bin/litellm is missing"
+    try:
+        version = subprocess.run([str(py), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+                                 capture_output=True, text=True, timeout=60).stdout.strip()
+    except subprocess.SubprocessError:
+        version = "?"
+    return exe, version or "?"
+
+
+def bench_litellm(run: Run, config: Path) -> None:
+    exe, version = ensure_litellm(run.logdir)
+    if exe is None:
+        run.results["notes"].append(f"LiteLLM skipped: {version}")
+        log(f"LiteLLM skipped: {version}")
+        return
+    run.results["litellm_version"] = version
+    port = free_port()
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False",
+               NO_DOCS="True", PYTHONUNBUFFERED="1")
+    env.pop("VIRTUAL_ENV", None)
+    ll = Server("litellm", [str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+                            "--num_workers", "1"], run.logdir, run.srv_cpu, env=env, cwd=run.logdir)
+    try:
+        log(f"LiteLLM {version}: starting (it takes several seconds)")
+        t = ll.wait_http(port, "/health/liveliness", 120, interval=0.05)
+        run.results["startup"]["litellm"] = idle_after_start(ll, t)
+        run.measure("litellm", chat_url(port), MASTER_KEY, ll)
+    finally:
+        ll.stop()
