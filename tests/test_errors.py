@@ -166,3 +166,31 @@ def test_streamed_upstream_disconnect_ends_with_error_event(client: openai.OpenA
         for chunk in stream:
             got.extend(c.delta.content or "" for c in chunk.choices)
     assert 0 < len(got) <= 3
+
+
+def _mock_running(mock_url: str) -> float:
+    with urllib.request.urlopen(f"{mock_url}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("vllm:num_requests_running"):
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no vllm:num_requests_running in /metrics")
+
+
+def test_client_disconnect_cancels_the_upstream_stream(gateway: Server, mock_upstream: Server, mock_settings) -> None:
+    import http.client
+    import time
+
+    mock_settings(itl_ms=300, tokens=100)  # a 30-second stream if nobody stops it
+    conn = http.client.HTTPConnection("127.0.0.1", int(gateway.url.rsplit(":", 1)[1]), timeout=10)
+    conn.request("POST", "/v1/chat/completions", json.dumps({"model": "gpt-4o-mini", "messages": HI, "stream": True}),
+                 {"authorization": f"Bearer {MASTER_KEY}", "content-type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.readline().startswith(b"data: ")  # the stream is flowing
+    assert _mock_running(mock_upstream.url) == 1
+    conn.sock.close()  # the client goes away mid-stream
+    conn.close()
+    deadline = time.monotonic() + 3
+    while _mock_running(mock_upstream.url) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _mock_running(mock_upstream.url) == 0  # the upstream request was cancelled, not read to the end

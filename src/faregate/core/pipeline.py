@@ -15,7 +15,8 @@ when the stream has ended (so usage and errors are known).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
 from typing import Any, Protocol
 
 from faregate.core.call import Call
@@ -55,10 +56,11 @@ class Pipeline:
             call.finished_at = time.perf_counter()
             await self._unwind(call, ran)
 
-    async def _close_after(self, call: Call, stream: AsyncIterator[dict[str, Any]], ran: list[Stage]) -> AsyncIterator[dict[str, Any]]:
+    async def _close_after(self, call: Call, stream: AsyncGenerator[dict[str, Any], None], ran: list[Stage]) -> AsyncIterator[dict[str, Any]]:
         try:
-            async for chunk in stream:
-                yield chunk
+            async with aclosing(stream):  # closing us closes the upstream at once
+                async for chunk in stream:
+                    yield chunk
         except GatewayError as exc:
             call.error = exc
             raise

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
+from contextlib import aclosing
 from typing import Any, Literal
 
 import orjson
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from faregate.core.errors import GatewayError
+from faregate.http.sse_response import SSEResponse
 from faregate.wire import sse
 
 log = logging.getLogger("faregate.http")
 
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 Protocol = Literal["openai", "anthropic"]
 
 
@@ -44,31 +45,33 @@ def stream_error_event(exc: BaseException, protocol: Protocol) -> bytes:
     return sse.encode(err.openai_body())
 
 
-async def openai_sse(stream: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def openai_sse(stream: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[bytes, None]:
     encode = sse.encode
     try:
-        async for chunk in stream:
-            yield encode(chunk)
+        async with aclosing(stream):
+            async for chunk in stream:
+                yield encode(chunk)
     except Exception as exc:  # the client already has a 200: end with an error event, not [DONE]
         yield stream_error_event(exc, "openai")
         return
     yield sse.DONE
 
 
-async def translated_sse(stream: AsyncIterator[dict[str, Any]],
+async def translated_sse(stream: AsyncGenerator[dict[str, Any], None],
                          feed: Callable[[dict[str, Any]], Iterable[tuple[str, dict[str, Any]]]],
-                         finish: Callable[[], Iterable[tuple[str, dict[str, Any]]]]) -> AsyncIterator[bytes]:
+                         finish: Callable[[], Iterable[tuple[str, dict[str, Any]]]]) -> AsyncGenerator[bytes, None]:
     """Canonical chunks -> named events (Anthropic) via a stateful translator."""
     encode = sse.encode_event
     try:
-        async for chunk in stream:
-            for event, data in feed(chunk):
-                yield encode(event, data)
+        async with aclosing(stream):
+            async for chunk in stream:
+                for event, data in feed(chunk):
+                    yield encode(event, data)
         for event, data in finish():
             yield encode(event, data)
     except Exception as exc:
         yield stream_error_event(exc, "anthropic")
 
 
-def sse_response(body: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+def sse_response(body: AsyncGenerator[bytes, None]) -> SSEResponse:
+    return SSEResponse(body)

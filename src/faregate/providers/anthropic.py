@@ -7,6 +7,7 @@ Usage keeps Anthropic's prompt-cache fields: `cache_read_input_tokens` becomes
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -49,11 +50,12 @@ class AnthropicProvider(Provider):
         payload["stream"] = True
         translator = MessagesStreamToChat(self.deployment.upstream_model)
         events = self.transport.post_sse(call, self.deployment, self._url, self._headers, payload, self.timeouts(call))
-        async for event, data in events:
-            try:
-                doc = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                raise UpstreamError(502, f"Upstream '{self.deployment.id}' sent a stream event that is not JSON.",
-                                    kind="protocol", retryable=False, code="upstream_bad_response") from None
-            for chunk in translator.feed(event or doc.get("type"), doc):
-                yield chunk
+        async with aclosing(events):
+            async for event, data in events:
+                try:
+                    doc = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise UpstreamError(502, f"Upstream '{self.deployment.id}' sent a stream event that is not JSON.",
+                                        kind="protocol", retryable=False, code="upstream_bad_response") from None
+                for chunk in translator.feed(event or doc.get("type"), doc):
+                    yield chunk

@@ -8,6 +8,7 @@ what comes back has the expected shape.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -51,20 +52,21 @@ class OpenAIProvider(Provider):
     async def _stream(self, call: Call, path: str) -> AsyncIterator[dict[str, Any]]:
         events = self.transport.post_sse(call, self.deployment, self._url(path), self._headers,
                                          self._payload(call, stream=True), self.timeouts(call))
-        async for _event, data in events:
-            if data == b"[DONE]":
-                break
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                raise UpstreamError(502, f"Upstream '{self.deployment.id}' sent a stream event that is not JSON.",
-                                    kind="protocol", retryable=False, code="upstream_bad_response") from None
-            if "error" in chunk and "choices" not in chunk:
-                err = chunk["error"]
-                msg = err.get("message", "error") if isinstance(err, dict) else str(err)
-                raise UpstreamError(502, f"Upstream '{self.deployment.id}' failed mid-stream: {scrub(str(msg))}",
-                                    kind="status", retryable=False, code="upstream_error")
-            yield chunk
+        async with aclosing(events):
+            async for _event, data in events:
+                if data == b"[DONE]":
+                    continue  # read on to the end of the body so the connection returns to the pool
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise UpstreamError(502, f"Upstream '{self.deployment.id}' sent a stream event that is not JSON.",
+                                        kind="protocol", retryable=False, code="upstream_bad_response") from None
+                if "error" in chunk and "choices" not in chunk:
+                    err = chunk["error"]
+                    msg = err.get("message", "error") if isinstance(err, dict) else str(err)
+                    raise UpstreamError(502, f"Upstream '{self.deployment.id}' failed mid-stream: {scrub(str(msg))}",
+                                        kind="status", retryable=False, code="upstream_error")
+                yield chunk
 
     # --- endpoints -------------------------------------------------------------------------
     async def chat(self, call: Call) -> dict[str, Any]:
