@@ -181,6 +181,9 @@ def test_client_disconnect_cancels_the_upstream_stream(gateway: Server, mock_ups
     import time
 
     mock_settings(itl_ms=300, tokens=100)  # a 30-second stream if nobody stops it
+    deadline = time.monotonic() + 5
+    while _mock_running(mock_upstream.url) and time.monotonic() < deadline:  # earlier tests' leftovers
+        time.sleep(0.05)
     conn = http.client.HTTPConnection("127.0.0.1", int(gateway.url.rsplit(":", 1)[1]), timeout=10)
     conn.request("POST", "/v1/chat/completions", json.dumps({"model": "gpt-4o-mini", "messages": HI, "stream": True}),
                  {"authorization": f"Bearer {MASTER_KEY}", "content-type": "application/json"})
