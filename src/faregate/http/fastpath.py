@@ -14,7 +14,7 @@ from typing import Literal, TypeVar
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -60,6 +60,8 @@ class FastPath:
                     response = await endpoint(Request(scope, receive, send))
                 except GatewayError as exc:
                     response = error_response(exc, protocol_for(scope["path"]))
+                except ClientDisconnect:
+                    return  # the client left while sending its body: nobody to answer
                 except Exception as exc:
                     response = error_response(internal_error(exc), protocol_for(scope["path"]))
                 await response(scope, receive, send)
