@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     ap.add_argument("--max-connections", type=int, default=200, help="connections of the max-RPS runs (default 200)")
     ap.add_argument("--stream-connections", type=int, default=10, help="concurrent streams (default 10)")
     ap.add_argument("--skip-litellm", action="store_true", help="do not install / run LiteLLM")
+    ap.add_argument("--latency-repeats", type=int, default=None,
+                    help="latency runs per target; the row is the run with the median p99 (default 3, --quick 1)")
     ap.add_argument("--quick", action="store_true", help="short durations: a smoke run (numbers are rough)")
     ap.add_argument("--json", metavar="FILE", help="write all results to FILE")
     ap.add_argument("--latency-ms", type=float, default=50.0, help="mock upstream latency (default 50)")
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         duration, warmup, max_duration = args.duration, 2.0, max(3.0, args.duration / 2)
 
+    repeats = args.latency_repeats or (1 if args.quick else 3)
     ncpu = os.cpu_count() or 1
     pin = not args.no_pin and shutil.which("taskset") is not None and ncpu >= 2
     srv_cpu, gen_cpu = ("0", "1") if pin else (None, None)
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"duration_s": duration, "warmup_s": warmup, "connections": args.connections,
                      "max_connections": args.max_connections, "max_duration_s": max_duration,
                      "stream_connections": args.stream_connections, "upstream_latency_ms": args.latency_ms,
+                     "latency_repeats": repeats,
                      "stream_ttft_ms": STREAM_TTFT_MS, "stream_itl_ms": STREAM_ITL_MS, "stream_tokens": STREAM_TOKENS,
                      "mock_workers": args.mock_workers, "max_rps_client": "wrk (1 thread)" if use_wrk else "loadgen.py"},
         "latency": {}, "max_rps": {}, "stream": {}, "startup": {}, "notes": [],
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(connections=args.connections, duration=duration, warmup=warmup, max_connections=args.max_connections,
               max_duration=max_duration, max_warmup=MAX_WARMUP_S, stream_connections=args.stream_connections,
               use_wrk=use_wrk, srv_cpu=srv_cpu, gen_cpu=gen_cpu, logdir=logdir, results=results,
-              errors_seen=errors_seen)
+              errors_seen=errors_seen, latency_repeats=repeats)
     interrupted = False
 
     def on_term(signum: int, frame: Any) -> None:

@@ -53,10 +53,15 @@ def _latency(r: dict[str, Any]) -> list[str]:
         add99 = None if (d is None or name == "direct" or p99 is None) else p99 - d["latency_ms"]["p99"]
         rows.append([name, p50, x["latency_ms"]["p90"], p99, x["rps"], x["errors"], x["server_rss_mb"],
                      signed(add50), signed(add99), x["server_cpu_pct"], x["mock_cpu_pct"], x["loadgen_cpu_pct"]])
-    return [f"Latency at {s['connections']} connections (closed loop, {s['duration_s']:.0f} s measured after "
-            f"{s['warmup_s']:.0f} s warm-up)",
-            table(["target", "p50 ms", "p90 ms", "p99 ms", "RPS", "errors", "RSS MB", "+p50 ms", "+p99 ms",
-                   "srv CPU%", "mock CPU%", "gen CPU%"], rows)]
+    out = [f"Latency at {s['connections']} connections (closed loop, {s['duration_s']:.0f} s measured after "
+           f"{s['warmup_s']:.0f} s warm-up)",
+           table(["target", "p50 ms", "p90 ms", "p99 ms", "RPS", "errors", "RSS MB", "+p50 ms", "+p99 ms",
+                  "srv CPU%", "mock CPU%", "gen CPU%"], rows)]
+    if s.get("latency_repeats", 1) > 1:
+        runs = "; ".join(f"{n} {', '.join(f'{v:.1f}' for v in x.get('p99_runs_ms', []))}" for n, x in lat.items())
+        out.append(f"(each row is the run with the median p99 of {s['latency_repeats']}; every run's p99 ms: {runs};"
+                   " errors are summed over the runs)")
+    return out
 
 
 def _max_rps(r: dict[str, Any]) -> list[str]:
