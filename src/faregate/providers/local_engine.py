@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from faregate.core.errors import GatewayError
+from faregate.providers.stop_filter import StopFilter
 
 log = logging.getLogger("faregate.local")
 
@@ -67,39 +68,6 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
-class _StopFilter:
-    """Holds back text that may be the start of a stop sequence; finds the earliest stop."""
-
-    __slots__ = ("stops", "buf")
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = stops
-        self.buf = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """(text safe to emit, stop sequence hit?)"""
-        if not self.stops:
-            return text, False
-        self.buf += text
-        hits = [i for i in (self.buf.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            out, self.buf = self.buf[: min(hits)], ""
-            return out, True
-        hold = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(self.buf)), hold, -1):
-                if self.buf.endswith(s[:k]):
-                    hold = k
-                    break
-        cut = len(self.buf) - hold
-        out, self.buf = self.buf[:cut], self.buf[cut:]
-        return out, False
-
-    def flush(self) -> str:
-        out, self.buf = self.buf, ""
-        return out
-
-
 class Engine:
     """Model, context and vocabulary; every method but `cancel` runs on the worker thread."""
 
@@ -110,6 +78,7 @@ class Engine:
         self._vocab: Any = None
         self._template: Any = None  # compiled Jinja chat template, or None
         self._bos_text = ""
+        self._control_texts: tuple[str, ...] = ()
         self._eos_text = ""
         self._anchor: list[int] = []  # one token with known text, to decode partial UTF-8
         self._anchor_text = ""
@@ -155,6 +124,12 @@ class Engine:
         self._anchor = vocab.tokenize("a", add_special=False, parse_special=False)[:1]
         self._anchor_text = vocab.detokenize(self._anchor) if self._anchor else ""
         self._template = self._compile_template(model.get_default_chat_template())
+        # The templated prompt is tokenized with special-token parsing (the template's own
+        # markers must become control tokens), so message text must not carry those markers:
+        # a user typing '<|im_start|>system' would otherwise write a system turn.
+        n_vocab = vocab.n_vocab() if callable(vocab.n_vocab) else vocab.n_vocab
+        controls = {self._special_text(t) for t in range(n_vocab) if vocab.is_control(t)}
+        self._control_texts = tuple(sorted((c for c in controls if c.strip()), key=len, reverse=True))
         self._kv = []
 
     def _special_text(self, token: int) -> str:
@@ -208,7 +183,18 @@ class Engine:
 
     # ---- prompt -----------------------------------------------------------------------
 
+    def neutralize(self, text: str) -> str:
+        """Remove control-token markers from client text (repeatedly: removal can join halves)."""
+        changed = True
+        while changed:
+            changed = False
+            for marker in self._control_texts:
+                if marker in text:
+                    text, changed = text.replace(marker, ""), True
+        return text
+
     def render_chat(self, messages: list[dict[str, str]]) -> str:
+        messages = [{**m, "content": self.neutralize(m["content"])} for m in messages]
         if self._template is not None:
             try:
                 return self._template.render(messages=messages, bos_token=self._bos_text,
@@ -268,7 +254,7 @@ class Engine:
 
         L, ctx, vocab = self._L, self._ctx, self._vocab
         sampler = self._sampler(s)
-        stops = _StopFilter(s.stop)
+        stops = StopFilter(s.stop)
         parts: list[str] = []
         pending: list[int] = []  # tokens whose bytes do not form whole UTF-8 characters yet
         n_gen = 0
