@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from faregate.config import parse_config
 from faregate.http.app import ROUTERS, create_app
-from faregate.http.fastpath import fast_routes, protocol_for
+from faregate.http.fastpath import fast_routes
+from faregate.http.responses import protocol_for
 
 CONFIG = {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m", "api_base": "http://127.0.0.1:1/v1"}}]}
 

@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -24,15 +24,11 @@ from faregate.config.sources import CONFIG_ENV, load
 from faregate.core.errors import GatewayError
 from faregate.gateway import Gateway
 from faregate.http.context import RequestContext
-from faregate.http.fastpath import FastPath, fast_routes, protocol_for
-from faregate.http.responses import error_response, internal_error
+from faregate.http.fastpath import FastPath, fast_routes
+from faregate.http.responses import exception_response
 from faregate.http.routes import health, messages, models, openai, ws
 
 log = logging.getLogger("faregate")
-
-
-def _protocol(request: Request) -> Literal["openai", "anthropic"]:
-    return protocol_for(request.url.path)
 
 
 ROUTERS = (openai.router, messages.router, models.router, health.router, ws.router)
@@ -60,9 +56,8 @@ def create_app(config: Config) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
 
-    async def on_gateway_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, GatewayError)
-        return error_response(exc, _protocol(request))
+    async def on_error(request: Request, exc: Exception) -> Response:
+        return exception_response(exc, request.url.path)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -70,14 +65,11 @@ def create_app(config: Config) -> FastAPI:
         message = {404: f"No route {request.method} {request.url.path}. See /docs for the API.",
                    405: f"{request.method} is not allowed on {request.url.path}."}.get(exc.status_code, str(exc.detail))
         err = GatewayError(exc.status_code, message, code=code)
-        return error_response(err, _protocol(request))
+        return exception_response(err, request.url.path)
 
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        return error_response(internal_error(exc), _protocol(request))
-
-    app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(GatewayError, on_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)
+    app.add_exception_handler(Exception, on_error)
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -10,7 +10,7 @@ Everything else (path parameters, WebSockets, docs, 404s) goes to FastAPI unchan
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
@@ -18,8 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from faregate.core.errors import GatewayError
-from faregate.http.responses import error_response, internal_error
+from faregate.http.responses import exception_response
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 E = TypeVar("E", bound=Endpoint)
@@ -28,11 +27,6 @@ E = TypeVar("E", bound=Endpoint)
 def fast_path(endpoint: E) -> E:
     endpoint.fast_path = True  # type: ignore[attr-defined]
     return endpoint
-
-
-def protocol_for(path: str) -> Literal["openai", "anthropic"]:
-    """Which error shape a path answers in."""
-    return "anthropic" if path.startswith("/v1/messages") else "openai"
 
 
 def fast_routes(routers: Iterable[APIRouter]) -> dict[tuple[str, str], Endpoint]:
@@ -58,12 +52,10 @@ class FastPath:
                 scope["app"] = self.app
                 try:
                     response = await endpoint(Request(scope, receive, send))
-                except GatewayError as exc:
-                    response = error_response(exc, protocol_for(scope["path"]))
                 except ClientDisconnect:
                     return  # the client left while sending its body: nobody to answer
                 except Exception as exc:
-                    response = error_response(internal_error(exc), protocol_for(scope["path"]))
+                    response = exception_response(exc, scope["path"])
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -38,6 +38,17 @@ def internal_error(exc: BaseException) -> GatewayError:
                         type="api_error", code="internal_error")
 
 
+def protocol_for(path: str) -> Protocol:
+    """Which error shape a path answers in."""
+    return "anthropic" if path.startswith("/v1/messages") else "openai"
+
+
+def exception_response(exc: BaseException, path: str) -> JSONResponse:
+    """Any exception raised while serving `path`, as that API's error (500 if unexpected)."""
+    err = exc if isinstance(exc, GatewayError) else internal_error(exc)
+    return error_response(err, protocol_for(path))
+
+
 def stream_error_event(exc: BaseException, protocol: Protocol) -> bytes:
     err = exc if isinstance(exc, GatewayError) else internal_error(exc)
     if protocol == "anthropic":
