@@ -190,7 +190,7 @@ def validate_request(endpoint: str, body: Any) -> dict[str, Any]:
     for name in [k for k in doc if k not in known and is_unsafe_field(k)]:
         del doc[name]
     for name, (lo, hi) in _BOUNDS.items():
-        value = doc.get(name)
+        value = doc.get(name) if name in known else None  # an unknown field was not type-checked
         if value is not None and not (lo <= value <= hi):
             raise GatewayError(400, f"Invalid value for '{name}': {value} is outside [{lo:g}, {hi:g}].",
                                param=name, code="invalid_value")
