@@ -170,3 +170,15 @@ def test_openai_client_streams_from_anthropic_upstream_with_tools(client: openai
     args = "".join(tc.function.arguments or "" for c in chunks for ch in c.choices for tc in (ch.delta.tool_calls or []))
     assert json.loads(args) == {"city": "mock"}
     assert chunks[-1].usage.total_tokens > 0
+
+
+def test_response_carries_its_exact_cost(client: openai.OpenAI) -> None:
+    from decimal import Decimal
+
+    import genai_prices
+
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "price me"}])
+    usage = raw.parse().usage
+    expected = genai_prices.calc_price(genai_prices.Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
+                                       "gpt-4o-mini", provider_id="openai").total_price
+    assert Decimal(raw.headers["x-faregate-cost-usd"]) == expected.quantize(Decimal("1e-9"))

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 
+from faregate.accounting.pricing import PriceBook
 from faregate.config.schema import Config
 from faregate.core.pipeline import Pipeline
 from faregate.providers.base import Provider
@@ -14,6 +15,7 @@ from faregate.providers.registry import build_provider
 from faregate.providers.transport import Transport
 from faregate.routing.deployment import Deployment, build_deployments
 from faregate.routing.router import Router
+from faregate.stages.account import Account
 from faregate.stages.authenticate import Authenticate
 from faregate.stages.invoke import Invoke
 from faregate.stages.route import Route
@@ -35,8 +37,10 @@ class Gateway:
         master = config.general_settings.master_key
         self.auth = Authenticate(master.get_secret_value() if master else None)
         rs = config.router_settings
+        self.prices = PriceBook(self.deployments)
         self.pipeline = Pipeline([
             self.auth,
+            Account(self.prices),
             Route(self.router),
             Invoke(self.router, self.providers, num_retries=rs.num_retries, backoff=rs.retry_backoff_seconds),
         ])

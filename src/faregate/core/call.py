@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from faregate.accounting.pricing import Cost
     from faregate.core.errors import GatewayError
     from faregate.routing.deployment import Deployment
 
@@ -42,6 +43,7 @@ class Call:
     response: dict[str, Any] | None = None
     stream: AsyncIterator[dict[str, Any]] | None = None
     usage: dict[str, Any] | None = None
+    cost: Cost | None = None  # set by the account stage once usage is known
     first_token_at: float | None = None
     finished_at: float | None = None
     error: GatewayError | None = None

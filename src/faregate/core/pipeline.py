@@ -1,9 +1,9 @@
 """The request pipeline, in one place.
 
-    authenticate -> route -> invoke
+    authenticate -> account (after-step) -> route -> invoke
 
 (later issues add: admit (limits, budget) and guard input after authenticate; cache lookup
-before route; guard output, cache store, account and telemetry as after-steps.)
+before route; guard output, cache store and telemetry as after-steps.)
 
 A stage is an object with `name`, `async before(call) -> bool` and `async after(call)`.
 `before` returning True short-circuits: the stage has set `call.response` or `call.stream`

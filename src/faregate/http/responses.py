@@ -10,6 +10,7 @@ from typing import Any, Literal
 import orjson
 from starlette.responses import Response
 
+from faregate.core.call import Call
 from faregate.core.errors import GatewayError
 from faregate.http.sse_response import SSEResponse
 from faregate.wire import sse
@@ -24,6 +25,13 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def result_headers(call: Call) -> dict[str, str] | None:
+    """Headers only a finished (non-stream) call can carry."""
+    if call.cost is None or not call.cost.priced:
+        return None
+    return {"x-faregate-cost-usd": str(call.cost.total_usd)}
 
 
 def error_response(exc: GatewayError, protocol: Protocol = "openai") -> JSONResponse:

@@ -16,7 +16,7 @@ from faregate.core.call import Call
 from faregate.http.body import read_json
 from faregate.http.context import CALL, REQUEST_ID, STARTED
 from faregate.http.fastpath import fast_path
-from faregate.http.responses import JSONResponse, sse_response, translated_sse
+from faregate.http.responses import JSONResponse, result_headers, sse_response, translated_sse
 from faregate.translate.anthropic_request import messages_request_to_chat
 from faregate.translate.anthropic_response import chat_response_to_messages
 from faregate.translate.anthropic_stream import ChatStreamToMessages
@@ -45,7 +45,7 @@ async def create_message(request: Request) -> Response:
     if call.stream is not None:
         translator = ChatStreamToMessages(model, "msg_" + call.request_id)
         return sse_response(translated_sse(call.stream, translator.feed, translator.finish))
-    return JSONResponse(chat_response_to_messages(call.response or {}, model))
+    return JSONResponse(chat_response_to_messages(call.response or {}, model), headers=result_headers(call))
 
 
 def schemas() -> dict[str, Any]:

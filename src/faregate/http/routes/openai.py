@@ -11,7 +11,7 @@ from faregate.core.call import Call, Endpoint
 from faregate.http.body import read_json
 from faregate.http.context import CALL, REQUEST_ID, STARTED
 from faregate.http.fastpath import fast_path
-from faregate.http.responses import JSONResponse, openai_sse, sse_response
+from faregate.http.responses import JSONResponse, openai_sse, result_headers, sse_response
 from faregate.wire.openai import json_schema, validate_request
 
 router = APIRouter(tags=["OpenAI"])
@@ -32,7 +32,7 @@ async def run_openai(request: Request, endpoint: Endpoint) -> Response:
     await gw.pipeline.run(call)
     if call.stream is not None:
         return sse_response(openai_sse(call.stream))
-    return JSONResponse(call.response)
+    return JSONResponse(call.response, headers=result_headers(call))
 
 
 @router.post("/v1/chat/completions", openapi_extra=_doc("ChatRequest"), summary="Create a chat completion")
