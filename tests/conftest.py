@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +23,12 @@ from pathlib import Path
 import pytest
 
 MASTER_KEY = "sk-test-master-0123456789"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every default data dir (~/.faregate) in this process and the servers it starts goes to a
+    # throwaway HOME: tests never touch the user's own ledger.
+    os.environ["HOME"] = tempfile.mkdtemp(prefix="faregate-test-home-")
 UPSTREAM_KEY = "sk-upstream-secret-abcdef123456"
 
 
@@ -61,6 +68,7 @@ class Server:
     url: str
     proc: subprocess.Popen
     log: Path
+    db: Path | None = None  # the gateway's SQLite ledger
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -168,10 +176,11 @@ def gateway(mock_upstream: Server, tmp_path_factory: pytest.TempPathFactory) -> 
     config.write_text(gateway_config(mock_upstream.url, dead))
     port = free_port()
     log = tmp / "gateway.log"
-    env = {"TEST_UPSTREAM_KEY": UPSTREAM_KEY, "TEST_MASTER_KEY": MASTER_KEY}
+    db = tmp / "ledger.db"
+    env = {"TEST_UPSTREAM_KEY": UPSTREAM_KEY, "TEST_MASTER_KEY": MASTER_KEY, "FAREGATE_DATABASE_URL": f"sqlite:///{db}"}
     proc = start_process([sys.executable, "-m", "faregate", "serve", "--config", str(config), "--port", str(port)],
                          f"http://127.0.0.1:{port}/health/ready", log, env=env)
-    yield Server(f"http://127.0.0.1:{port}", proc, log)
+    yield Server(f"http://127.0.0.1:{port}", proc, log, db)
     stop(proc)
 
 

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from faregate.config import parse_config
 from faregate.http.app import asgi_app, create_app
+from faregate.storage.db import create_engine, upgrade
+from faregate.storage.urls import database_url
 from tests.conftest import free_port
 
 JSON = st.recursive(
@@ -51,6 +53,9 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         "router_settings": {"num_retries": 0}})
     app = create_app(config)
     gateway = app.state.gateway
+    engine = create_engine(database_url(config))
+    await upgrade(engine)  # the ledger gets rows for requests that reached the pipeline
+    await engine.dispose()
     await gateway.start()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi_app(app)), base_url="http://t") as c:
         yield c

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 
+from faregate.accounting.ledger import LedgerWriter
 from faregate.accounting.pricing import PriceBook
 from faregate.config.schema import Config
 from faregate.core.pipeline import Pipeline
@@ -15,10 +16,12 @@ from faregate.providers.registry import build_provider
 from faregate.providers.transport import Transport
 from faregate.routing.deployment import Deployment, build_deployments
 from faregate.routing.router import Router
+from faregate.sinks.batch import BatchSink
 from faregate.stages.account import Account
 from faregate.stages.authenticate import Authenticate
 from faregate.stages.invoke import Invoke
 from faregate.stages.route import Route
+from faregate.storage.urls import database_url
 
 log = logging.getLogger("faregate")
 
@@ -38,9 +41,11 @@ class Gateway:
         self.auth = Authenticate(master.get_secret_value() if master else None)
         rs = config.router_settings
         self.prices = PriceBook(self.deployments)
+        self.ledger_writer = LedgerWriter(database_url(config))
+        self.ledger = BatchSink("ledger", self.ledger_writer)
         self.pipeline = Pipeline([
             self.auth,
-            Account(self.prices),
+            Account(self.prices, self.ledger),
             Route(self.router),
             Invoke(self.router, self.providers, num_retries=rs.num_retries, backoff=rs.retry_backoff_seconds),
         ])
@@ -48,10 +53,20 @@ class Gateway:
 
     async def start(self) -> None:
         await self.transport.start()
+        self.ledger.start()
+        # Prices and the database driver load in the background: /health/live answers at once.
+        self._starting.append(asyncio.create_task(self._warm_up()))
         # Providers that load something (the local model) do it in the background: the process
         # answers /health/live at once and /health/ready when every provider is ready.
         for provider in self.providers.values():
             self._starting.append(asyncio.create_task(self._start_provider(provider)))
+
+    async def _warm_up(self) -> None:
+        try:
+            await asyncio.to_thread(self.prices.load)
+            await self.ledger_writer.open()
+        except Exception as exc:  # retried on first use; never fatal here
+            log.error("warm-up failed: %s: %s", type(exc).__name__, exc)
 
     async def _start_provider(self, provider: Provider) -> None:
         try:
@@ -72,3 +87,5 @@ class Gateway:
             except Exception as exc:  # pragma: no cover - best effort at shutdown
                 log.warning("deployment %s did not close cleanly: %s", provider.deployment.id, exc)
         await self.transport.close()
+        await self.ledger.close()  # after providers: every finished call's row is in the sink
+        await self.ledger_writer.close()

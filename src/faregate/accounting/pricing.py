@@ -11,6 +11,7 @@ Money is `Decimal`, rounded half-even to 1e-9 USD.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -140,12 +141,21 @@ def _from_library(model: str, provider: str) -> FlatPrice | _LibraryPrice | None
 
 
 class PriceBook:
-    """Deployment id -> price, resolved once."""
+    """Deployment id -> price, resolved once by `load()` (genai-prices takes ~0.3 s to import
+    and index: the gateway loads it in a thread once serving; a cost asked before then loads it
+    on the spot)."""
 
     def __init__(self, deployments: Iterable[Deployment]) -> None:
+        self._deployments = list(deployments)
         self._prices: dict[str, FlatPrice | _LibraryPrice | None] = {}
-        for dep in deployments:
-            self._prices[dep.id] = self._resolve(dep)
+        self._lock = threading.Lock()
+        self.loaded = False
+
+    def load(self) -> None:
+        with self._lock:
+            if not self.loaded:
+                self._prices = {dep.id: self._resolve(dep) for dep in self._deployments}
+                self.loaded = True
 
     @staticmethod
     def _resolve(dep: Deployment) -> FlatPrice | _LibraryPrice | None:
@@ -160,8 +170,12 @@ class PriceBook:
         return price
 
     def priced(self, deployment_id: str) -> bool:
+        if not self.loaded:
+            self.load()
         return self._prices.get(deployment_id) is not None
 
     def cost(self, deployment_id: str, tokens: Tokens) -> Cost:
+        if not self.loaded:
+            self.load()
         price = self._prices.get(deployment_id)
         return UNPRICED if price is None else price.cost(tokens)

@@ -95,6 +95,7 @@ class Config(_Open):
     general_settings: GeneralSettings = Field(default_factory=GeneralSettings)
     litellm_settings: dict[str, Any] = Field(default_factory=dict)
     environment_variables: dict[str, str] = Field(default_factory=dict)
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under server.data_dir. Also FAREGATE_DATABASE_URL / DATABASE_URL.")
     server: ServerSettings = Field(default_factory=ServerSettings)
     local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
 

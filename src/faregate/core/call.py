@@ -30,6 +30,7 @@ class Call:
     headers: Mapping[str, str]
     client_protocol: Literal["openai", "anthropic"] = "openai"
     started: float = field(default_factory=time.perf_counter)
+    received_at: float = field(default_factory=time.time)  # wall clock, for the ledger
 
     # authenticate
     principal: str | None = None  # who is calling ("master", a key id…); never the secret

@@ -1,0 +1,85 @@
+"""The ledger row of one call, and the writer that inserts rows in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib
+from decimal import Decimal
+from typing import Any
+
+from faregate.accounting.pricing import ZERO, Tokens
+from faregate.core.call import Call
+
+_MS = Decimal("0.001")
+
+
+def _ms(seconds: float | None) -> Decimal | None:
+    return None if seconds is None else Decimal(seconds * 1000).quantize(_MS)
+
+
+def ledger_row(call: Call) -> dict[str, Any]:
+    tokens = Tokens.from_usage(call.usage)
+    dep = call.deployment
+    err = call.error
+    # A stream's 200 went out with its first byte; a later failure shows in error_code.
+    status = 200 if (err is None or call.stream is not None) else err.status
+    end = call.finished_at or call.started
+    headers = call.headers
+    return {
+        "request_id": call.request_id,
+        "created_at": dt.datetime.fromtimestamp(call.received_at, dt.UTC),
+        "endpoint": call.endpoint,
+        "client_protocol": call.client_protocol,
+        "key_id": call.principal,
+        "user_id": None,
+        "team_id": None,
+        "end_user": call.body.get("user") if isinstance(call.body.get("user"), str) else None,
+        "feature": headers.get("x-faregate-feature"),
+        "conversation_id": headers.get("x-faregate-conversation-id"),
+        "requested_model": call.model,
+        "deployment": dep.id if dep else None,
+        "provider": dep.provider if dep else None,
+        "attempts": call.attempts,
+        "status": status,
+        "error_code": err.code if err else None,
+        "cache": None,
+        "stream": call.streaming,
+        "input_tokens": tokens.input,
+        "cached_input_tokens": tokens.cached_input,
+        "cache_write_tokens": tokens.cache_write,
+        "output_tokens": tokens.output,
+        "reasoning_tokens": tokens.reasoning,
+        "cost_usd": call.cost.total_usd if call.cost else ZERO,
+        "priced": bool(call.cost and call.cost.priced),
+        "usage_estimated": False,
+        "latency_ms": _ms(end - call.started),
+        "ttft_ms": _ms(call.first_token_at - call.started) if call.first_token_at else None,
+    }
+
+
+class LedgerWriter:
+    """Inserts ledger rows. SQLAlchemy is imported and the engine opened by `open()` — off the
+    start-up path (the gateway calls it in the background once serving) — or at first write."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Any = None
+        self._table: Any = None
+
+    async def open(self) -> None:
+        if self.engine is None:
+            db = await asyncio.to_thread(importlib.import_module, "faregate.storage.db")
+            tables = await asyncio.to_thread(importlib.import_module, "faregate.storage.tables")
+            if self.engine is None:
+                self._table = tables.requests
+                self.engine = db.create_engine(self.url)
+
+    async def __call__(self, rows: list[dict[str, Any]]) -> None:
+        await self.open()
+        async with self.engine.begin() as conn:
+            await conn.execute(self._table.insert(), rows)
+
+    async def close(self) -> None:
+        if self.engine is not None:
+            await self.engine.dispose()

@@ -1,0 +1,1 @@
+"""Async sinks: the request path hands them rows and returns; they write in batches."""
