@@ -17,6 +17,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from faregate.accounting.ledger import usd
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Server, free_port, start_process
 
 
@@ -50,7 +51,7 @@ def test_row_matches_the_response(client: openai.OpenAI, gateway: Server) -> Non
     assert row["requested_model"] == "gpt-4o-mini" and row["deployment"] == "gpt-4o-mini#0"
     assert row["provider"] == "openai" and row["status"] == 200 and row["attempts"] == 1
     assert (row["input_tokens"], row["output_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
-    assert Decimal(str(row["cost_usd"])) == Decimal(raw.headers["x-faregate-cost-usd"]) and row["priced"]
+    assert usd(row["cost_nusd"]) == Decimal(raw.headers["x-faregate-cost-usd"]) and row["priced"]
     assert (row["end_user"], row["feature"], row["conversation_id"]) == ("alice", "search", "conv-1")
     assert row["key_id"] == "master" and row["stream"] == 0 and row["latency_ms"] > 0
 
@@ -65,7 +66,7 @@ def test_streamed_request_is_costed_with_or_without_client_usage(client: openai.
     row = wait_row(gateway.db, raw.headers["x-request-id"])
     assert row["stream"] == 1 and row["output_tokens"] == 5 and row["input_tokens"] > 0
     assert row["ttft_ms"] is not None and row["ttft_ms"] <= row["latency_ms"]
-    assert Decimal(str(row["cost_usd"])) > 0 and row["provider"] == "anthropic"
+    assert row["cost_nusd"] > 0 and row["provider"] == "anthropic"
 
 
 def test_failed_request_has_a_row_with_its_error(client: openai.OpenAI, gateway: Server) -> None:
@@ -73,7 +74,7 @@ def test_failed_request_has_a_row_with_its_error(client: openai.OpenAI, gateway:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     row = wait_row(gateway.db, exc.value.response.headers["x-request-id"])
     assert (row["status"], row["error_code"], row["deployment"]) == (404, "model_not_found", None)
-    assert Decimal(str(row["cost_usd"])) == 0
+    assert row["cost_nusd"] == 0
 
 
 def test_no_secret_in_the_ledger(gateway: Server) -> None:

@@ -42,7 +42,8 @@ class Gateway:
         rs = config.router_settings
         self.prices = PriceBook(self.deployments)
         self.ledger_writer = LedgerWriter(database_url(config))
-        self.ledger = BatchSink("ledger", self.ledger_writer)
+        # Small, frequent batches: each write holds the event loop for a few ms at most.
+        self.ledger = BatchSink("ledger", self.ledger_writer, interval=0.25, max_batch=250)
         self.pipeline = Pipeline([
             self.auth,
             Account(self.prices, self.ledger),

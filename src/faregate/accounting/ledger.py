@@ -8,14 +8,19 @@ import importlib
 from decimal import Decimal
 from typing import Any
 
-from faregate.accounting.pricing import ZERO, Tokens
+from faregate.accounting.pricing import Tokens
 from faregate.core.call import Call
 
-_MS = Decimal("0.001")
+_NANO_PER_USD = Decimal(1_000_000_000)
 
 
-def _ms(seconds: float | None) -> Decimal | None:
-    return None if seconds is None else Decimal(seconds * 1000).quantize(_MS)
+def nano_usd(usd: Decimal) -> int:
+    """Exact: costs are already rounded to 1e-9 USD."""
+    return int(usd * _NANO_PER_USD)
+
+
+def usd(nano: int) -> Decimal:
+    return Decimal(nano) / _NANO_PER_USD
 
 
 def ledger_row(call: Call) -> dict[str, Any]:
@@ -50,11 +55,11 @@ def ledger_row(call: Call) -> dict[str, Any]:
         "cache_write_tokens": tokens.cache_write,
         "output_tokens": tokens.output,
         "reasoning_tokens": tokens.reasoning,
-        "cost_usd": call.cost.total_usd if call.cost else ZERO,
+        "cost_nusd": nano_usd(call.cost.total_usd) if call.cost else 0,
         "priced": bool(call.cost and call.cost.priced),
         "usage_estimated": False,
-        "latency_ms": _ms(end - call.started),
-        "ttft_ms": _ms(call.first_token_at - call.started) if call.first_token_at else None,
+        "latency_ms": round((end - call.started) * 1000, 3),
+        "ttft_ms": round((call.first_token_at - call.started) * 1000, 3) if call.first_token_at else None,
     }
 
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, DateTime, Integer, MetaData, Numeric, String, Table
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
 
 metadata = MetaData()
 
-# One row per request that entered the pipeline. Money: NUMERIC(20, 9) — exact to 1e-9 USD.
+# One row per request that entered the pipeline. Money is an integer count of nano-dollars
+# (1e-9 USD): exact on every database, summed without rounding, and cheap to write.
 requests = Table(
     "requests",
     metadata,
@@ -33,9 +44,9 @@ requests = Table(
     Column("cache_write_tokens", Integer, nullable=False),
     Column("output_tokens", Integer, nullable=False),
     Column("reasoning_tokens", Integer, nullable=False),
-    Column("cost_usd", Numeric(20, 9), nullable=False),
+    Column("cost_nusd", BigInteger, nullable=False),
     Column("priced", Boolean, nullable=False),
     Column("usage_estimated", Boolean, nullable=False),
-    Column("latency_ms", Numeric(12, 3), nullable=False),
-    Column("ttft_ms", Numeric(12, 3)),
+    Column("latency_ms", Float, nullable=False),
+    Column("ttft_ms", Float),
 )

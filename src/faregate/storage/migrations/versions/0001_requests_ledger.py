@@ -39,11 +39,11 @@ def upgrade() -> None:
         sa.Column("cache_write_tokens", sa.Integer, nullable=False),
         sa.Column("output_tokens", sa.Integer, nullable=False),
         sa.Column("reasoning_tokens", sa.Integer, nullable=False),
-        sa.Column("cost_usd", sa.Numeric(20, 9), nullable=False),
+        sa.Column("cost_nusd", sa.BigInteger, nullable=False),
         sa.Column("priced", sa.Boolean, nullable=False),
         sa.Column("usage_estimated", sa.Boolean, nullable=False),
-        sa.Column("latency_ms", sa.Numeric(12, 3), nullable=False),
-        sa.Column("ttft_ms", sa.Numeric(12, 3)),
+        sa.Column("latency_ms", sa.Float, nullable=False),
+        sa.Column("ttft_ms", sa.Float),
     )
     for col in ("created_at", "key_id", "user_id", "team_id", "feature"):
         op.create_index(f"ix_requests_{col}", "requests", [col])
