@@ -144,3 +144,29 @@ def test_head_revision_constant_matches_the_migrations() -> None:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION
+
+
+async def test_sqlite_rows_read_back_through_sqlalchemy(tmp_path: Path) -> None:
+    """The fast stdlib writer stores what the SQLAlchemy side (admin queries, Postgres) reads."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from faregate.accounting.ledger import ledger_row, ledger_writer
+    from faregate.core.call import Call
+    from faregate.storage.db import create_engine, upgrade
+    from faregate.storage.tables import requests
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'l.db'}"
+    engine = create_engine(url)
+    await upgrade(engine)
+    call = Call(request_id="rid-1", endpoint="chat", body={"model": "m", "user": "u"}, headers={})
+    call.usage = {"prompt_tokens": 3, "completion_tokens": 2}
+    writer = ledger_writer(url)
+    await writer([ledger_row(call)])
+    await writer.close()
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(requests))).mappings().one()
+    await engine.dispose()
+    assert (row["request_id"], row["end_user"], row["input_tokens"], row["output_tokens"]) == ("rid-1", "u", 3, 2)
+    assert abs(row["created_at"].replace(tzinfo=dt.UTC).timestamp() - call.received_at) < 0.001

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 
-from faregate.accounting.ledger import LedgerWriter
+from faregate.accounting.ledger import ledger_writer
 from faregate.accounting.pricing import PriceBook
 from faregate.config.schema import Config
 from faregate.core.pipeline import Pipeline
@@ -41,7 +41,7 @@ class Gateway:
         self.auth = Authenticate(master.get_secret_value() if master else None)
         rs = config.router_settings
         self.prices = PriceBook(self.deployments)
-        self.ledger_writer = LedgerWriter(database_url(config))
+        self.ledger_writer = ledger_writer(database_url(config))
         # Small, frequent batches: each write holds the event loop for a few ms at most.
         self.ledger = BatchSink("ledger", self.ledger_writer, interval=0.25, max_batch=250)
         self.pipeline = Pipeline([
