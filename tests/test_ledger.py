@@ -153,6 +153,7 @@ async def test_sqlite_rows_read_back_through_sqlalchemy(tmp_path: Path) -> None:
     from sqlalchemy import select
 
     from faregate.accounting.ledger import ledger_row, ledger_writer
+    from faregate.accounting.pricing import Tokens
     from faregate.core.call import Call
     from faregate.storage.db import create_engine, upgrade
     from faregate.storage.tables import requests
@@ -163,7 +164,7 @@ async def test_sqlite_rows_read_back_through_sqlalchemy(tmp_path: Path) -> None:
     call = Call(request_id="rid-1", endpoint="chat", body={"model": "m", "user": "u"}, headers={})
     call.usage = {"prompt_tokens": 3, "completion_tokens": 2}
     writer = ledger_writer(url)
-    await writer([ledger_row(call)])
+    await writer([ledger_row(call, Tokens.from_usage(call.usage))])
     await writer.close()
     async with engine.connect() as conn:
         row = (await conn.execute(select(requests))).mappings().one()

@@ -25,8 +25,8 @@ def usd(nano: int) -> Decimal:
     return Decimal(nano) / _NANO_PER_USD
 
 
-def ledger_row(call: Call) -> dict[str, Any]:
-    tokens = Tokens.from_usage(call.usage)
+def ledger_row(call: Call, tokens: Tokens) -> dict[str, Any]:
+    """The row, built on the request path: plain values only (the writers convert types)."""
     dep = call.deployment
     err = call.error
     # A stream's 200 went out with its first byte; a later failure shows in error_code.
@@ -35,7 +35,7 @@ def ledger_row(call: Call) -> dict[str, Any]:
     headers = call.headers
     return {
         "request_id": call.request_id,
-        "created_at": dt.datetime.fromtimestamp(call.received_at, dt.UTC),
+        "created_at": call.received_at,  # epoch seconds; a datetime by the writer
         "endpoint": call.endpoint,
         "client_protocol": call.client_protocol,
         "key_id": call.principal,
@@ -85,6 +85,8 @@ class LedgerWriter:
 
     async def __call__(self, rows: list[dict[str, Any]]) -> None:
         await self.open()
+        utc = dt.UTC
+        rows = [{**r, "created_at": dt.datetime.fromtimestamp(r["created_at"], utc)} for r in rows]
         async with self.engine.begin() as conn:
             await conn.execute(self._table.insert(), rows)
 
@@ -127,8 +129,9 @@ class SQLiteLedgerWriter:
         conn = self._connect()
         cols = self._columns
         values = []
+        utc = dt.UTC
         for row in rows:
-            created = row["created_at"]
+            created = dt.datetime.fromtimestamp(row["created_at"], utc)
             values.append(tuple(
                 created.strftime("%Y-%m-%d %H:%M:%S.%f") if c == "created_at" else row[c] for c in cols))  # UTC
         with conn:

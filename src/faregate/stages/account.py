@@ -22,7 +22,8 @@ class Account:
         return False
 
     async def after(self, call: Call) -> None:
+        tokens = Tokens.from_usage(call.usage)
         if call.deployment is not None and call.usage:
-            call.cost = self.prices.cost(call.deployment.id, Tokens.from_usage(call.usage))
+            call.cost = self.prices.cost(call.deployment.id, tokens)
         if self.ledger is not None:
-            self.ledger.put(ledger_row(call))
+            self.ledger.put(ledger_row(call, tokens))
