@@ -146,13 +146,15 @@ def test_head_revision_constant_matches_the_migrations() -> None:
     assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION
 
 
-async def test_sqlite_rows_read_back_through_sqlalchemy(tmp_path: Path) -> None:
-    """The fast stdlib writer stores what the SQLAlchemy side (admin queries, Postgres) reads."""
+@pytest.mark.parametrize("kind", ["stdlib", "sqlalchemy"])
+async def test_rows_read_back_through_sqlalchemy(tmp_path: Path, kind: str) -> None:
+    """Both writers (stdlib sqlite3 for the embedded default, SQLAlchemy async as used for
+    PostgreSQL) store what the SQLAlchemy side (admin queries) reads."""
     import datetime as dt
 
     from sqlalchemy import select
 
-    from faregate.accounting.ledger import ledger_row, ledger_writer
+    from faregate.accounting.ledger import LedgerWriter, ledger_row, ledger_writer
     from faregate.accounting.pricing import Tokens
     from faregate.core.call import Call
     from faregate.storage.db import create_engine, upgrade
@@ -163,7 +165,8 @@ async def test_sqlite_rows_read_back_through_sqlalchemy(tmp_path: Path) -> None:
     await upgrade(engine)
     call = Call(request_id="rid-1", endpoint="chat", body={"model": "m", "user": "u"}, headers={})
     call.usage = {"prompt_tokens": 3, "completion_tokens": 2}
-    writer = ledger_writer(url)
+    writer = ledger_writer(url) if kind == "stdlib" else LedgerWriter(url)
+    assert type(writer).__name__ == ("SQLiteLedgerWriter" if kind == "stdlib" else "LedgerWriter")
     await writer([ledger_row(call, Tokens.from_usage(call.usage))])
     await writer.close()
     async with engine.connect() as conn:
