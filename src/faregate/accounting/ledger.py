@@ -99,23 +99,24 @@ class SQLiteLedgerWriter:
     """The embedded default's writer: the standard library's sqlite3 on its own thread.
 
     Measured on a 460-row batch: SQLAlchemy's async path held the event loop 10-17 ms (bind
-    processing runs on the loop), this one ~3 ms (executemany loops in C and releases the GIL
-    while SQLite works). Values are written in the forms SQLAlchemy reads back.
+    processing runs on the loop); here `executemany` takes the row dicts as they are (named
+    parameters) and SQLite itself turns the epoch timestamp into the text SQLAlchemy reads back,
+    so no Python runs per row and the GIL is released while SQLite works (~3 ms per batch).
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._sql = ""
-        self._columns: tuple[str, ...] = ()
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             from faregate.storage.tables import requests
 
-            self._columns = tuple(c.name for c in requests.columns)
-            self._sql = (f"INSERT INTO requests ({', '.join(self._columns)}) "
-                         f"VALUES ({', '.join('?' * len(self._columns))})")
+            names = [c.name for c in requests.columns]
+            values = ["strftime('%Y-%m-%d %H:%M:%f', :created_at, 'unixepoch')" if n == "created_at" else f":{n}"
+                      for n in names]
+            self._sql = f"INSERT INTO requests ({', '.join(names)}) VALUES ({', '.join(values)})"
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -127,15 +128,8 @@ class SQLiteLedgerWriter:
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         conn = self._connect()
-        cols = self._columns
-        values = []
-        utc = dt.UTC
-        for row in rows:
-            created = dt.datetime.fromtimestamp(row["created_at"], utc)
-            values.append(tuple(
-                created.strftime("%Y-%m-%d %H:%M:%S.%f") if c == "created_at" else row[c] for c in cols))  # UTC
         with conn:
-            conn.executemany(self._sql, values)
+            conn.executemany(self._sql, rows)
 
     async def __call__(self, rows: list[dict[str, Any]]) -> None:
         await asyncio.to_thread(self._write, rows)
