@@ -144,7 +144,9 @@ class Transport:
         # A handful of distinct Timeouts exist (per deployment, stream or not): build each once.
         ct = self._timeouts.get(t)
         if ct is None:
-            ct = self._timeouts[t] = aiohttp.ClientTimeout(total=t.total, sock_connect=min(t.connect, t.total), sock_read=t.idle)
+            # An idle limit no shorter than the total adds nothing but a timer reset per read.
+            idle = t.idle if t.idle < t.total else None
+            ct = self._timeouts[t] = aiohttp.ClientTimeout(total=t.total, sock_connect=min(t.connect, t.total), sock_read=idle)
         return ct
 
     async def post_json(self, call: Call, dep: Deployment, url: str, headers: dict[str, str],
