@@ -14,7 +14,7 @@ from faregate.sinks.batch import BatchSink
 class Account:
     name = "account"
 
-    def __init__(self, prices: PriceBook, ledger: BatchSink | None) -> None:
+    def __init__(self, prices: PriceBook, ledger: BatchSink) -> None:
         self.prices = prices
         self.ledger = ledger
 
@@ -25,5 +25,4 @@ class Account:
         tokens = Tokens.from_usage(call.usage)
         if call.deployment is not None and call.usage:
             call.cost = self.prices.cost(call.deployment.id, tokens)
-        if self.ledger is not None:
-            self.ledger.put(ledger_row(call, tokens))
+        self.ledger.put(ledger_row(call, tokens))
