@@ -80,10 +80,6 @@ class GatewayError(Exception):
         return f"GatewayError({self.status}, {self.code!r}, {self.message!r})"
 
 
-def bad_request(message: str, *, param: str | None = None, code: str = "invalid_request") -> GatewayError:
-    return GatewayError(400, message, param=param, code=code)
-
-
 def unauthorized(message: str = "Missing or invalid API key. Send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.") -> GatewayError:
     return GatewayError(401, message, type="authentication_error", code="invalid_api_key")
 
@@ -100,7 +96,3 @@ def model_not_found(model: str) -> GatewayError:
 
 def upstream_unavailable(message: str) -> GatewayError:
     return GatewayError(502, message, type="api_error", code="upstream_error")
-
-
-def upstream_timeout(message: str) -> GatewayError:
-    return GatewayError(504, message, type="api_error", code="upstream_timeout")

@@ -12,9 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from faregate.core.call import Call
-from faregate.http.body import read_json
-from faregate.http.context import CALL, REQUEST_ID, STARTED
+from faregate.http.calls import admit, run
 from faregate.http.fastpath import fast_path
 from faregate.http.responses import JSONResponse, result_headers, sse_response, translated_sse
 from faregate.translate.anthropic_request import messages_request_to_chat
@@ -32,15 +30,9 @@ router = APIRouter(tags=["Anthropic"])
 )
 @fast_path
 async def create_message(request: Request) -> Response:
-    gw = request.app.state.gateway
-    principal = gw.auth.check(request.headers)
-    req = validate_messages_request(await read_json(request, gw.config.server.max_body_bytes))
-    scope = request.scope
-    call = Call(request_id=scope[REQUEST_ID], endpoint="chat", body=messages_request_to_chat(req),
-                headers=request.headers, client_protocol="anthropic", started=scope[STARTED],
-                principal=principal)
-    scope[CALL] = call
-    await gw.pipeline.run(call)
+    principal, doc = await admit(request)
+    req = validate_messages_request(doc)
+    call = await run(request, principal, "chat", messages_request_to_chat(req), "anthropic")
     model = req["model"]
     if call.stream is not None:
         translator = ChatStreamToMessages(model, "msg_" + call.request_id)

@@ -7,9 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from faregate.core.call import Call, Endpoint
-from faregate.http.body import read_json
-from faregate.http.context import CALL, REQUEST_ID, STARTED
+from faregate.core.call import Endpoint
+from faregate.http.calls import admit, run
 from faregate.http.fastpath import fast_path
 from faregate.http.responses import JSONResponse, openai_sse, result_headers, sse_response
 from faregate.wire.openai import json_schema, validate_request
@@ -22,14 +21,8 @@ def _doc(endpoint: str) -> dict[str, Any]:
 
 
 async def run_openai(request: Request, endpoint: Endpoint) -> Response:
-    gw = request.app.state.gateway
-    principal = gw.auth.check(request.headers)
-    body = validate_request(endpoint, await read_json(request, gw.config.server.max_body_bytes))
-    scope = request.scope
-    call = Call(request_id=scope[REQUEST_ID], endpoint=endpoint, body=body, headers=request.headers,
-                started=scope[STARTED], principal=principal)
-    scope[CALL] = call
-    await gw.pipeline.run(call)
+    principal, doc = await admit(request)
+    call = await run(request, principal, endpoint, validate_request(endpoint, doc))
     if call.stream is not None:
         return sse_response(openai_sse(call.stream))
     return JSONResponse(call.response, headers=result_headers(call))
