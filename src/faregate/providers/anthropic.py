@@ -10,10 +10,8 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import orjson
-
 from faregate.providers.base import Provider
-from faregate.providers.transport import Transport, UpstreamError
+from faregate.providers.transport import Transport, event_json
 from faregate.translate.anthropic_request import chat_request_to_messages
 from faregate.translate.anthropic_response import messages_response_to_chat
 from faregate.translate.anthropic_stream import MessagesStreamToChat
@@ -52,10 +50,6 @@ class AnthropicProvider(Provider):
         events = self.transport.post_sse(call, self.deployment, self._url, self._headers, payload, self.timeouts(call))
         async with aclosing(events):
             async for event, data in events:
-                try:
-                    doc = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise UpstreamError(502, f"Upstream '{self.deployment.id}' sent a stream event that is not JSON.",
-                                        kind="protocol", retryable=False, code="upstream_bad_response") from None
+                doc = event_json(self.deployment, data)
                 for chunk in translator.feed(event or doc.get("type"), doc):
                     yield chunk

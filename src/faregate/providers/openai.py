@@ -11,11 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import orjson
-
 from faregate.core.errors import scrub
 from faregate.providers.base import Provider
-from faregate.providers.transport import Transport, UpstreamError
+from faregate.providers.transport import Transport, UpstreamError, event_json
 
 if TYPE_CHECKING:
     from faregate.core.call import Call
@@ -56,11 +54,7 @@ class OpenAIProvider(Provider):
             async for _event, data in events:
                 if data == b"[DONE]":
                     continue  # read on to the end of the body so the connection returns to the pool
-                try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise UpstreamError(502, f"Upstream '{self.deployment.id}' sent a stream event that is not JSON.",
-                                        kind="protocol", retryable=False, code="upstream_bad_response") from None
+                chunk = event_json(self.deployment, data)
                 if "error" in chunk and "choices" not in chunk:
                     err = chunk["error"]
                     msg = err.get("message", "error") if isinstance(err, dict) else str(err)

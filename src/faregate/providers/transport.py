@@ -210,6 +210,18 @@ class Transport:
             raise _connection(dep, exc) from exc
 
 
+def event_json(dep: Deployment, data: bytes) -> dict[str, Any]:
+    """One stream event's JSON data, or the protocol error every provider reports for it."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise UpstreamError(502, f"Upstream '{dep.id}' sent a stream event that is not a JSON object.",
+                            kind="protocol", retryable=False, code="upstream_bad_response")
+    return doc
+
+
 def _timeout(dep: Deployment, t: Timeouts) -> UpstreamError:
     return UpstreamError(504, f"Upstream '{dep.id}' did not answer in time (total {t.total:g}s, idle {t.idle:g}s).",
                          kind="timeout", retryable=True, code="upstream_timeout")
