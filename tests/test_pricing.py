@@ -52,12 +52,12 @@ def test_unknown_model_is_unpriced_not_free() -> None:
     b = book({"model": "hosted_vllm/my-finetune"})
     cost = b.cost("g0#0", Tokens(input=100, output=100))
     assert not cost.priced and cost.total_usd == 0
-    assert not b.priced("g0#0")
 
 
 def test_local_model_costs_nothing_unless_priced() -> None:
     b = book({"model": "local/smollm2"})
-    assert b.cost("g0#0", Tokens(input=100, output=100)).total_usd == 0 and b.priced("g0#0")
+    cost = b.cost("g0#0", Tokens(input=100, output=100))
+    assert cost.total_usd == 0 and cost.priced
 
 
 def test_tokens_from_openai_and_translated_anthropic_usage() -> None:

@@ -61,6 +61,12 @@ class Tokens:
             reasoning=int(out_details.get("reasoning_tokens") or 0),
         )
 
+    def input_split(self) -> tuple[int, int, int]:
+        """(fresh, cache-read, cache-write) input tokens, never more in all than `input`."""
+        cached = min(self.cached_input, self.input)
+        writes = min(self.cache_write, self.input - cached)
+        return self.input - cached - writes, cached, writes
+
 
 @dataclass(frozen=True, slots=True)
 class Cost:
@@ -86,9 +92,7 @@ class FlatPrice:
     cache_write: Decimal | None = None
 
     def cost(self, t: Tokens) -> Cost:
-        cached = min(t.cached_input, t.input)
-        writes = min(t.cache_write, t.input - cached)
-        fresh = t.input - cached - writes
+        fresh, cached, writes = t.input_split()
         cached_rate = self.input if self.cached_input is None else self.cached_input
         write_rate = self.input if self.cache_write is None else self.cache_write
         inp = fresh * self.input + cached * cached_rate + writes * write_rate
@@ -106,10 +110,9 @@ class _LibraryPrice:
     def cost(self, t: Tokens) -> Cost:
         from genai_prices import Usage
 
-        cached = min(t.cached_input, t.input)
+        _, cached, writes = t.input_split()
         r = self.model_price.calc_price(Usage(input_tokens=t.input, cache_read_tokens=cached,
-                                              cache_write_tokens=min(t.cache_write, t.input - cached),
-                                              output_tokens=t.output))
+                                              cache_write_tokens=writes, output_tokens=t.output))
         return Cost(_round(r["input_price"]), _round(r["output_price"]), priced=True)
 
 
@@ -168,11 +171,6 @@ class PriceBook:
             log.info("no price known for deployment %s (%s/%s): its requests are recorded as unpriced; "
                      "set input_cost_per_token/output_cost_per_token", dep.id, dep.litellm_provider, dep.upstream_model)
         return price
-
-    def priced(self, deployment_id: str) -> bool:
-        if not self.loaded:
-            self.load()
-        return self._prices.get(deployment_id) is not None
 
     def cost(self, deployment_id: str, tokens: Tokens) -> Cost:
         if not self.loaded:
