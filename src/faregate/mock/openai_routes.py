@@ -48,6 +48,10 @@ def _int_param(body: dict[str, Any], name: str, default: int, lo: int, hi: int) 
     return value
 
 
+def _missing(name: str) -> web.Response:
+    return openai_error(400, f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
+
+
 def _bad_param(name: str) -> web.Response:
     return openai_error(400, f"Invalid value for '{name}'.", param=name, code="invalid_value")
 
@@ -83,11 +87,10 @@ def add_routes(app: web.Application, state: MockState) -> None:
     async def chat(request: web.Request, body: dict[str, Any], knobs: Knobs, model: str | None = None) -> web.StreamResponse:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            return openai_error(400, "Missing required parameter: 'messages'.", param="messages",
-                                code="missing_required_parameter")
+            return _missing("messages")
         model = model or body.get("model")
         if not isinstance(model, str) or not model:
-            return openai_error(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+            return _missing("model")
         try:
             n = _int_param(body, "n", 1, 1, 128)
             max_tokens = body.get("max_completion_tokens")
@@ -171,7 +174,7 @@ def add_routes(app: web.Application, state: MockState) -> None:
     async def completions(request: web.Request, body: dict[str, Any], knobs: Knobs, model: str | None = None) -> web.StreamResponse:
         model = model or body.get("model")
         if not isinstance(model, str) or not model:
-            return openai_error(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+            return _missing("model")
         raw = body.get("prompt", "")
         if isinstance(raw, str):
             prompts = [raw]
@@ -241,7 +244,7 @@ def add_routes(app: web.Application, state: MockState) -> None:
     async def embeddings(request: web.Request, body: dict[str, Any], knobs: Knobs, model: str | None = None) -> web.StreamResponse:
         model = model or body.get("model")
         if not isinstance(model, str) or not model:
-            return openai_error(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+            return _missing("model")
         inputs = embedding_inputs(body.get("input"))
         if inputs is None:
             return openai_error(400, "'input' must be a non-empty string, array of strings or array of token arrays.",
