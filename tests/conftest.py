@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.servers import PostgresServer, RedisServer, start_postgres, start_redis
 
 MASTER_KEY = "sk-test-master-0123456789"
 
@@ -214,3 +215,21 @@ def mock_requests(mock_upstream: Server) -> callable:
             return json.loads(resp.read())
 
     return read
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server shared by the session (started at first use). Tests sharing it use
+    their own keys (or database numbers in the URL)."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL shared by the session (started at first use); each test takes its own
+    database from `postgres_server.create_database(name)`."""
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    yield server
+    server.stop()
