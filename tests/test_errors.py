@@ -136,10 +136,17 @@ def test_client_api_base_never_changes_the_destination(gateway: Server, mock_req
     assert "sk-client-chosen" not in json.dumps(req["headers"])
 
 
-def test_request_id_is_echoed_or_created(gateway: Server) -> None:
+def test_request_id_is_minted_and_client_id_echoed(gateway: Server) -> None:
     body = json.dumps({"model": "gpt-4o-mini", "messages": HI}).encode()
-    _, headers, _ = raw_post(gateway, "/v1/chat/completions", body, {"x-request-id": "my-id-42"})
-    assert headers["x-request-id"] == "my-id-42"
+    _, headers, _ = raw_post(gateway, "/v1/chat/completions", body, {"x-client-request-id": "my-id-42"})
+    assert headers["x-client-request-id"] == "my-id-42"
+    ours = headers["x-request-id"]
+    assert ours != "my-id-42" and len(ours) == 32
+    # the same client id twice still gives two requests (two ledger rows), never a collision
+    _, again, _ = raw_post(gateway, "/v1/chat/completions", body, {"x-request-id": "my-id-42"})
+    assert again["x-client-request-id"] == "my-id-42" and again["x-request-id"] != ours
+    _, headers, _ = raw_post(gateway, "/v1/chat/completions", body, {"x-request-id": "bad id\twith tab"})
+    assert "x-client-request-id" not in headers
     _, headers, _ = raw_post(gateway, "/v1/chat/completions", body)
     assert len(headers["x-request-id"]) == 32
     assert float(headers["x-faregate-overhead-ms"]) >= 0

@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from faregate.accounting.ledger import usd
+from faregate.storage.urls import HEAD_REVISION
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Server, free_port, start_process
 
 
@@ -89,7 +90,7 @@ def test_migrations_from_empty_are_idempotent(tmp_path: Path) -> None:
         out = subprocess.run([sys.executable, "-m", "faregate", "db", "upgrade"], capture_output=True, text=True,
                              env={"FAREGATE_DATABASE_URL": env_url, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
         assert out.returncode == 0, out.stderr
-        assert out.stdout.strip() == "database at revision 0001"
+        assert out.stdout.strip() == f"database at revision {HEAD_REVISION}"
     assert rows(tmp_path / "x.db") == []
 
 
@@ -165,12 +166,15 @@ async def test_rows_read_back_through_sqlalchemy(tmp_path: Path, kind: str) -> N
     await upgrade(engine)
     call = Call(request_id="rid-1", endpoint="chat", body={"model": "m", "user": "u"}, headers={})
     call.usage = {"prompt_tokens": 3, "completion_tokens": 2}
+    call.tokens = Tokens.from_usage(call.usage)
+    call.body["metadata"] = {"team": "search"}
     writer = ledger_writer(url) if kind == "stdlib" else LedgerWriter(url)
     assert type(writer).__name__ == ("SQLiteLedgerWriter" if kind == "stdlib" else "LedgerWriter")
-    await writer([ledger_row(call, Tokens.from_usage(call.usage))])
+    await writer([ledger_row(call)])
     await writer.close()
     async with engine.connect() as conn:
         row = (await conn.execute(select(requests))).mappings().one()
     await engine.dispose()
     assert (row["request_id"], row["end_user"], row["input_tokens"], row["output_tokens"]) == ("rid-1", "u", 3, 2)
+    assert json.loads(row["tags"]) == {"team": "search"}
     assert abs(row["created_at"].replace(tzinfo=dt.UTC).timestamp() - call.received_at) < 0.002  # ms precision

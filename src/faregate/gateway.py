@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
+from faregate.access.directory import Directory
+from faregate.access.secrets import KeyHasher
 from faregate.accounting.ledger import ledger_writer
 from faregate.accounting.pricing import PriceBook
 from faregate.config.schema import Config
@@ -17,11 +20,17 @@ from faregate.providers.transport import Transport
 from faregate.routing.deployment import Deployment, build_deployments
 from faregate.routing.router import Router
 from faregate.sinks.batch import BatchSink
+from faregate.access.budget import Budgets
+from faregate.access.limiter import Limiter
+from faregate.access.seeding import seed_budgets
+from faregate.accounting.tokens import TokenCounter
 from faregate.stages.account import Account
+from faregate.stages.admit import Admit
 from faregate.stages.authenticate import Authenticate
 from faregate.stages.invoke import Invoke
+from faregate.stages.meter import Meter
 from faregate.stages.route import Route
-from faregate.storage.urls import database_url
+from faregate.storage.urls import database_url, redis_url
 
 log = logging.getLogger("faregate")
 
@@ -37,23 +46,49 @@ class Gateway:
             d.id: build_provider(d, self.transport, config.local_model) for d in self.deployments
         }
         self.router = Router(self.deployments, config.router_settings.fallbacks)
-        master = config.general_settings.master_key
-        self.auth = Authenticate(master.get_secret_value() if master else None)
         rs = config.router_settings
         self.prices = PriceBook(self.deployments)
-        self.ledger_writer = ledger_writer(database_url(config))
+        self.tokens = TokenCounter()
+        self.database_url = database_url(config)
+        self.redis_url = redis_url(config)
+        self.redis: Any = None
+        if self.redis_url:  # connects lazily, on first use
+            import redis.asyncio as aioredis
+
+            self.redis = aioredis.from_url(self.redis_url)
+        self._engine: Any = None
+        self.directory = Directory(KeyHasher.from_config(config))
+        master = config.general_settings.master_key
+        self.auth = Authenticate(master.get_secret_value() if master else None, self.directory)
+        self.limiter = Limiter(self.redis_url, self.redis, config.limits.rpm_strategy)
+        self.budgets = Budgets(self.redis)
+        self.ledger_writer = ledger_writer(self.database_url)
         # Small, frequent batches: each write holds the event loop for a few ms at most.
         self.ledger = BatchSink("ledger", self.ledger_writer, interval=0.25, max_batch=250)
+        longest = max([config.server.default_timeout, *(d.timeout for d in self.deployments)])
         self.pipeline = Pipeline([
             self.auth,
-            Account(self.prices, self.ledger),
+            Account(self.ledger),
             Route(self.router),
-            Invoke(self.router, self.providers, num_retries=rs.num_retries, backoff=rs.retry_backoff_seconds),
+            Admit(self.limiter, self.budgets, self.tokens, self.prices, self.router, config.limits,
+                  max_request_seconds=longest * (rs.num_retries + 1)),
+            Invoke(self.router, self.providers, num_retries=rs.num_retries, backoff=rs.retry_backoff_seconds,
+                   limiter=self.limiter, counter=self.tokens, default_max_tokens=config.limits.default_max_tokens),
+            Meter(self.prices, self.tokens),
         ])
         self._starting: list[asyncio.Task[None]] = []
 
+    async def db(self) -> Any:
+        """The SQLAlchemy async engine (admin API, directory, alerts); never used per request."""
+        if self._engine is None:
+            from faregate.storage.db import create_engine
+
+            self._engine = create_engine(self.database_url)
+        return self._engine
+
     async def start(self) -> None:
         await self.transport.start()
+        self.directory.on_change.append(lambda d: seed_budgets(d, self.budgets, self._engine))
         self.ledger.start()
         # Prices and the database driver load in the background: /health/live answers at once.
         self._starting.append(asyncio.create_task(self._warm_up()))
@@ -64,7 +99,11 @@ class Gateway:
 
     async def _warm_up(self) -> None:
         try:
+            engine = await self.db()
+            self._starting.append(asyncio.create_task(
+                self.directory.run(engine, self.config.limits.key_refresh_seconds, self.redis)))
             await asyncio.to_thread(self.prices.load)
+            await asyncio.to_thread(self.tokens.load)
             await self.ledger_writer.open()
         except Exception as exc:  # retried on first use; never fatal here
             log.error("warm-up failed: %s: %s", type(exc).__name__, exc)
@@ -77,7 +116,7 @@ class Gateway:
 
     def ready(self) -> tuple[bool, dict[str, bool]]:
         states = {pid: p.ready() for pid, p in self.providers.items()}
-        return all(states.values()), states
+        return all(states.values()) and self.directory.loaded, states
 
     async def close(self) -> None:
         for task in self._starting:
@@ -90,3 +129,7 @@ class Gateway:
         await self.transport.close()
         await self.ledger.close()  # after providers: every finished call's row is in the sink
         await self.ledger_writer.close()
+        if self._engine is not None:
+            await self._engine.dispose()
+        if self.redis is not None:
+            await self.redis.aclose()

@@ -10,10 +10,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from faregate.accounting.pricing import Tokens
 from faregate.core.call import Call
 
 _NANO_PER_USD = Decimal(1_000_000_000)
+_NO_TOKENS = Tokens()
 
 
 def nano_usd(usd: Decimal) -> int:
@@ -25,8 +28,13 @@ def usd(nano: int) -> Decimal:
     return Decimal(nano) / _NANO_PER_USD
 
 
-def ledger_row(call: Call, tokens: Tokens) -> dict[str, Any]:
+def ledger_row(call: Call) -> dict[str, Any]:
     """The row, built on the request path: plain values only (the writers convert types)."""
+    tokens = call.tokens or _NO_TOKENS
+    principal = call.principal
+    body = call.body
+    tags = body.get("metadata")
+    end_user = body.get("user")
     dep = call.deployment
     err = call.error
     # A stream's 200 went out with its first byte; a later failure shows in error_code.
@@ -38,10 +46,10 @@ def ledger_row(call: Call, tokens: Tokens) -> dict[str, Any]:
         "created_at": call.received_at,  # epoch seconds; a datetime by the writer
         "endpoint": call.endpoint,
         "client_protocol": call.client_protocol,
-        "key_id": call.principal,
-        "user_id": None,
-        "team_id": None,
-        "end_user": call.body.get("user") if isinstance(call.body.get("user"), str) else None,
+        "key_id": principal.id if principal else None,
+        "user_id": principal.user_id if principal else None,
+        "team_id": principal.team_id if principal else None,
+        "end_user": end_user if isinstance(end_user, str) else None,
         "feature": headers.get("x-faregate-feature"),
         "conversation_id": headers.get("x-faregate-conversation-id"),
         "requested_model": call.model,
@@ -59,9 +67,11 @@ def ledger_row(call: Call, tokens: Tokens) -> dict[str, Any]:
         "reasoning_tokens": tokens.reasoning,
         "cost_nusd": nano_usd(call.cost.total_usd) if call.cost else 0,
         "priced": bool(call.cost and call.cost.priced),
-        "usage_estimated": False,
+        "usage_estimated": call.usage_estimated,
         "latency_ms": round((end - call.started) * 1000, 3),
         "ttft_ms": round((call.first_token_at - call.started) * 1000, 3) if call.first_token_at else None,
+        "tags": orjson.dumps(tags).decode() if isinstance(tags, dict) and tags else None,
+        "client_request_id": call.client_request_id,
     }
 
 

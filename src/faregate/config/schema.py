@@ -66,6 +66,7 @@ class RouterSettings(_Open):
 
 class GeneralSettings(_Open):
     master_key: SecretStr | None = None
+    secret_key: SecretStr | None = Field(default=None, description="Server secret for hashing virtual keys (HMAC-SHA256). Also FAREGATE_SECRET_KEY. Default: derived from the master key. Every replica needs the same one.")
 
 
 class ServerSettings(_Strict):
@@ -89,6 +90,29 @@ class LocalModelSettings(_Strict):
     max_queue: int = Field(default=64, ge=1, description="Requests waiting for the model beyond this get 429.")
 
 
+class LimitSettings(_Strict):
+    """How RPM/TPM/parallel limits and budgets are enforced (see docs/access.md)."""
+
+    rpm_strategy: Literal["moving-window", "sliding-window"] = Field(default="moving-window", description="moving-window is exact; sliding-window is cheaper on Redis (one counter, approximate).")
+    default_max_tokens: int = Field(default=4096, ge=1, description="Output tokens a request without max_tokens reserves against TPM limits and budgets until it settles.")
+    conversation_max_requests: int | None = Field(default=None, ge=1, description="Default cap on requests per x-faregate-conversation-id (keys/users/teams may set their own).")
+    conversation_max_cost_usd: Decimal | None = Field(default=None, gt=0, description="Default cap on spend per conversation id.")
+    conversation_window_seconds: int = Field(default=86400, ge=60, description="How long a conversation's request count and spend are remembered.")
+    key_refresh_seconds: float = Field(default=2.0, gt=0, le=300, description="How often each replica re-reads keys/users/teams changed by another replica (with Redis, changes also arrive at once by pub/sub).")
+
+
+class AlertSettings(_Strict):
+    """Spend anomaly alerts (see docs/access.md)."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(default=60.0, ge=1)
+    webhook_url: str | None = Field(default=None, description="Slack-compatible incoming webhook (POST {'text': ...}).")
+    user_spike_factor: float = Field(default=10.0, gt=1, description="Alert when a user's spend in the last hour exceeds this many times the median user's.")
+    feature_cost_factor: float = Field(default=2.0, gt=1, description="Alert when a feature's cost per call this week is this many times last week's.")
+    budget_thresholds: list[float] = Field(default_factory=lambda: [0.8, 1.0], description="Fractions of a key's budget that raise an alert.")
+    min_spend_usd: Decimal = Field(default=Decimal("0.01"), ge=0, description="Spend below this never raises a spike alert (noise floor).")
+
+
 class Config(_Open):
     model_list: list[ModelEntry] = Field(default_factory=list)
     router_settings: RouterSettings = Field(default_factory=RouterSettings)
@@ -96,7 +120,10 @@ class Config(_Open):
     litellm_settings: dict[str, Any] = Field(default_factory=dict)
     environment_variables: dict[str, str] = Field(default_factory=dict)
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under server.data_dir. Also FAREGATE_DATABASE_URL / DATABASE_URL.")
+    redis_url: str | None = Field(default=None, description="Redis for state shared by replicas (limits, budget reservations). Also FAREGATE_REDIS_URL. Unset: in-process.")
     server: ServerSettings = Field(default_factory=ServerSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
 
     def ignored_keys(self) -> list[str]:

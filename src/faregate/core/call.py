@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from faregate.accounting.pricing import Cost
+    from faregate.access.records import Principal
+    from faregate.accounting.pricing import Cost, Tokens
     from faregate.core.errors import GatewayError
     from faregate.routing.deployment import Deployment
 
@@ -31,12 +32,19 @@ class Call:
     client_protocol: Literal["openai", "anthropic"] = "openai"
     started: float = field(default_factory=time.perf_counter)
     received_at: float = field(default_factory=time.time)  # wall clock, for the ledger
+    client_request_id: str | None = None  # the client's own id for this request, if it sent one
 
     # authenticate
-    principal: str | None = None  # who is calling ("master", a key id…); never the secret
+    principal: Principal | None = None  # who is calling (master, anonymous or a key); never the secret
+
+    # admit: what was reserved (limits, budgets), released on the way back
+    admission: Any = None
+    prompt_estimate: int | None = None  # prompt tokens counted locally, when a limit needed them
+    key_spend_nusd: int | None = None  # the key's spend in its budget period, after this call
 
     # route / invoke
     deployment: Deployment | None = None
+    deployment_hold: Any = None  # TPM charged to the deployment's own limit, settled by invoke
     attempts: int = 0
     upstream_wait: float = 0.0
 
@@ -44,7 +52,10 @@ class Call:
     response: dict[str, Any] | None = None
     stream: AsyncIterator[dict[str, Any]] | None = None
     usage: dict[str, Any] | None = None
-    cost: Cost | None = None  # set by the account stage once usage is known
+    usage_estimated: bool = False  # the upstream reported none: `usage` was counted locally
+    stream_text: list[str] | None = None  # streamed output text, to count when no usage comes
+    tokens: Tokens | None = None  # set by the meter stage once usage is known
+    cost: Cost | None = None  # set by the meter stage once usage is known
     first_token_at: float | None = None
     finished_at: float | None = None
     error: GatewayError | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from typing import Any, Literal
@@ -28,10 +29,15 @@ class JSONResponse(Response):
 
 
 def result_headers(call: Call) -> dict[str, str] | None:
-    """Headers only a finished (non-stream) call can carry."""
-    if call.cost is None or not call.cost.priced:
-        return None
-    return {"x-faregate-cost-usd": str(call.cost.total_usd)}
+    """Headers only a finished (non-stream) call can carry: its cost, and the key's spend in
+    its budget period after it (keys with a budget)."""
+    headers = None
+    if call.cost is not None and call.cost.priced:
+        headers = {"x-faregate-cost-usd": str(call.cost.total_usd)}
+    if call.key_spend_nusd is not None:
+        spend = str(Decimal(call.key_spend_nusd).scaleb(-9))
+        headers = {**headers, "x-faregate-key-spend": spend} if headers else {"x-faregate-key-spend": spend}
+    return headers
 
 
 def error_response(exc: GatewayError, protocol: Protocol = "openai") -> JSONResponse:

@@ -41,6 +41,9 @@ class Router:
     def has(self, group: str) -> bool:
         return group in self.groups
 
+    def deployments_of(self, group: str) -> list[Deployment]:
+        return self.groups.get(group, [])
+
     def plan(self, group: str) -> tuple[str, ...]:
         return self._plans.get(group, ())
 

@@ -1,12 +1,10 @@
-"""account (after-step): the exact cost of the call, from the served deployment's price and
-the usage the upstream reported, and its ledger row handed to the batching sink (no I/O here).
-Runs after invoke on the way back — for a stream, when it ended — so it sees the final usage
-and any mid-stream error."""
+"""account (after-step, outermost but authenticate): the call's ledger row, handed to the
+batching sink — no I/O here. It runs last on the way back, so the row sees the final usage, cost
+and outcome, including calls that admit refused (429) or the model route did not find (404)."""
 
 from __future__ import annotations
 
 from faregate.accounting.ledger import ledger_row
-from faregate.accounting.pricing import PriceBook, Tokens
 from faregate.core.call import Call
 from faregate.sinks.batch import BatchSink
 
@@ -14,15 +12,11 @@ from faregate.sinks.batch import BatchSink
 class Account:
     name = "account"
 
-    def __init__(self, prices: PriceBook, ledger: BatchSink) -> None:
-        self.prices = prices
+    def __init__(self, ledger: BatchSink) -> None:
         self.ledger = ledger
 
     async def before(self, call: Call) -> bool:
         return False
 
     async def after(self, call: Call) -> None:
-        tokens = Tokens.from_usage(call.usage)
-        if call.deployment is not None and call.usage:
-            call.cost = self.prices.cost(call.deployment.id, tokens)
-        self.ledger.put(ledger_row(call, tokens))
+        self.ledger.put(ledger_row(call))

@@ -15,24 +15,31 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from faregate.access.limiter import Limiter, TokenHold
+from faregate.accounting.tokens import TokenCounter, max_output_tokens
 from faregate.core.call import Call
 from faregate.core.errors import GatewayError, upstream_unavailable
-from faregate.core.pipeline import NoAfter
 from faregate.providers.base import Provider
 from faregate.providers.transport import UpstreamError
+from faregate.routing.deployment import Deployment
 from faregate.routing.router import Router
 
 _MAX_BACKOFF = 2.0
 
 
-class Invoke(NoAfter):
+class Invoke:
     name = "invoke"
 
-    def __init__(self, router: Router, providers: dict[str, Provider], *, num_retries: int, backoff: float) -> None:
+    def __init__(self, router: Router, providers: dict[str, Provider], *, num_retries: int, backoff: float,
+                 limiter: Limiter | None = None, counter: TokenCounter | None = None,
+                 default_max_tokens: int = 4096) -> None:
         self.router = router
         self.providers = providers
         self.num_retries = num_retries
         self.backoff = backoff
+        self.limiter = limiter
+        self.counter = counter
+        self.default_max_tokens = default_max_tokens
         self._random = random.Random()
 
     async def before(self, call: Call) -> bool:
@@ -43,6 +50,12 @@ class Invoke(NoAfter):
                 dep = self.router.pick(group, tried)
                 if dep is None:
                     break
+                if (dep.rpm or dep.tpm) and self.limiter is not None:
+                    refusal = await self._deployment_limit(call, dep)
+                    if refusal is not None:  # at its own RPM/TPM: another deployment may have room
+                        last = refusal
+                        tried.add(dep.id)
+                        continue
                 if attempt:
                     await asyncio.sleep(self._delay(attempt, last))
                 call.deployment = dep
@@ -56,6 +69,33 @@ class Invoke(NoAfter):
                         raise
                     tried.add(dep.id)
         raise last or upstream_unavailable(f"No deployment of '{call.model}' is available.")
+
+    async def after(self, call: Call) -> None:
+        hold: TokenHold | None = call.deployment_hold
+        if hold is not None and self.limiter is not None:
+            tokens = call.tokens
+            served = call.deployment is not None and hold.ident == f"deployment:{call.deployment.id}"
+            await self.limiter.settle_tokens(hold, (tokens.input + tokens.output) if tokens and served else 0)
+
+    async def _deployment_limit(self, call: Call, dep: Deployment) -> GatewayError | None:
+        """Count this attempt against the deployment's own rpm/tpm (litellm_params)."""
+        assert self.limiter is not None
+        scope = f"deployment:{dep.id}"
+        if dep.rpm and not await self.limiter.hit_requests(scope, dep.rpm):
+            return GatewayError(429, f"Every deployment of '{call.model}' is at its requests-per-minute limit.",
+                                type="rate_limit_error", code="deployment_rpm_exceeded", headers={"retry-after": "1"})
+        if dep.tpm and self.counter is not None:
+            if call.prompt_estimate is None:
+                call.prompt_estimate = self.counter.prompt(call.endpoint, call.body, call.model)
+            need = call.prompt_estimate + max_output_tokens(call.body, self.default_max_tokens)
+            hold = await self.limiter.hit_tokens(scope, dep.tpm, need)
+            if hold is None:
+                return GatewayError(429, f"Every deployment of '{call.model}' is at its tokens-per-minute limit.",
+                                    type="rate_limit_error", code="deployment_tpm_exceeded", headers={"retry-after": "1"})
+            if call.deployment_hold is not None:  # an earlier attempt's charge: it did not run
+                await self.limiter.settle_tokens(call.deployment_hold, 0)
+            call.deployment_hold = hold
+        return None
 
     def _delay(self, attempt: int, error: GatewayError | None) -> float:
         if isinstance(error, UpstreamError) and error.retry_after is not None:
@@ -86,8 +126,10 @@ class Invoke(NoAfter):
 
     @staticmethod
     async def _relay(call: Call, first: dict[str, Any], upstream: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-        """Pass chunks on; keep the usage; drop the usage-only chunk the client did not ask for."""
+        """Pass chunks on; keep the usage; drop the usage-only chunk the client did not ask for.
+        Keep the output text too, so usage can be counted if the upstream never reports it."""
         strip_usage = not call.client_wants_usage
+        text = call.stream_text = []
         chunk = first
         try:
             while True:
@@ -97,6 +139,11 @@ class Invoke(NoAfter):
                     if not (strip_usage and not chunk.get("choices")):
                         yield chunk
                 else:
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta")
+                        piece = delta.get("content") if delta else choice.get("text")
+                        if piece:
+                            text.append(piece)
                     yield chunk
                 chunk = await upstream.__anext__()
         except StopAsyncIteration:

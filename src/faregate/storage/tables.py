@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -12,6 +13,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
 )
 
 metadata = MetaData()
@@ -30,7 +32,7 @@ requests = Table(
     Column("team_id", String(128), index=True),
     Column("end_user", String(256)),
     Column("feature", String(128), index=True),
-    Column("conversation_id", String(128)),
+    Column("conversation_id", String(128), index=True),
     Column("requested_model", String(256), nullable=False),
     Column("deployment", String(256)),
     Column("provider", String(32)),
@@ -49,4 +51,47 @@ requests = Table(
     Column("usage_estimated", Boolean, nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("ttft_ms", Float),
+    Column("tags", Text),  # the request's `metadata` tags as a JSON object (text), or NULL
+    Column("client_request_id", String(128)),  # the client's own x-client-request-id, if sent
 )
+
+
+def _limit_columns() -> list[Column]:  # type: ignore[type-arg]
+    """What keys, users and teams each carry: the model groups they may call and their limits.
+    NULL means "no limit of this kind" (a request is held to the tightest of key, user, team)."""
+    return [
+        Column("models", JSON),  # list of model groups, or NULL for all
+        Column("rpm", Integer),
+        Column("tpm", Integer),
+        Column("max_parallel", Integer),
+        Column("budget_nusd", BigInteger),
+        Column("budget_period", String(8)),  # day | week | month | NULL (lifetime)
+        Column("conversation_max_requests", Integer),
+        Column("conversation_max_cost_nusd", BigInteger),
+        Column("metadata", JSON),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False, index=True),
+    ]
+
+
+# Virtual keys. The secret itself is never stored: `key_hash` is HMAC-SHA256 of it under the
+# server's secret key, so a stolen table cannot be brute-forced offline.
+keys = Table(
+    "keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(256)),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("key_hint", String(16), nullable=False),  # "sk-fg-…abcd", to recognise a key in lists
+    Column("user_id", String(128), index=True),
+    Column("team_id", String(128), index=True),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    *_limit_columns(),
+)
+
+teams = Table("teams", metadata, Column("id", String(128), primary_key=True),
+              Column("name", String(256)), *_limit_columns())
+
+users = Table("users", metadata, Column("id", String(128), primary_key=True),
+              Column("name", String(256)), *_limit_columns())

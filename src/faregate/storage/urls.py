@@ -10,7 +10,8 @@ from pathlib import Path
 from faregate.config.schema import Config
 
 URL_ENV = ("FAREGATE_DATABASE_URL", "DATABASE_URL")
-HEAD_REVISION = "0001"  # the newest file in migrations/versions (a test keeps this true)
+REDIS_ENV = ("FAREGATE_REDIS_URL", "REDIS_URL")
+HEAD_REVISION = "0002"  # the newest file in migrations/versions (a test keeps this true)
 
 
 def sqlite_at_head(url: str) -> bool:
@@ -41,3 +42,8 @@ def database_url(config: Config) -> str:
     if url.startswith("sqlite:///"):
         return "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
     return url
+
+
+def redis_url(config: Config) -> str | None:
+    """`redis_url` in the config, else FAREGATE_REDIS_URL (or REDIS_URL); None: in-process state."""
+    return config.redis_url or next((os.environ[n] for n in REDIS_ENV if os.environ.get(n)), None)

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from faregate.access.records import Principal
 from faregate.core.call import Call
 from faregate.core.errors import GatewayError
+from faregate.http.calls import authenticate
 from faregate.http.context import new_request_id
 from faregate.http.responses import internal_error
 from faregate.wire.openai import validate_request
@@ -31,7 +33,7 @@ router = APIRouter()
 async def chat_ws(ws: WebSocket) -> None:
     gw = ws.app.state.gateway
     try:
-        principal = gw.auth.check(ws.headers)
+        principal = await authenticate(gw, ws.headers)
     except GatewayError:
         await ws.close(code=1008, reason="invalid API key")
         return
@@ -48,7 +50,7 @@ def _frame(obj: dict[str, Any]) -> str:
     return orjson.dumps(obj).decode()
 
 
-async def _serve_one(ws: WebSocket, gw: Gateway, raw: str, principal: str) -> None:
+async def _serve_one(ws: WebSocket, gw: Gateway, raw: str, principal: Principal) -> None:
     rid = new_request_id()
     try:
         try:

@@ -1,0 +1,170 @@
+"""RPM, TPM and max-parallel limits for any subject (key, user, team, deployment, conversation).
+
+Built on the `limits` library: RPM by its moving window (exact; or its sliding-window counter,
+cheaper on Redis), TPM by its sliding-window counter (a request's tokens are one increment, not
+one entry each). Storage is in-process, or Redis when configured — then every replica counts
+against ONE window, so N replicas enforce the limit once, not N times.
+
+TPM admits on an estimate and settles on the real usage: `settle_tokens` moves the current
+window's counter by the difference. `limits` has no public call for that, so `_adjust` does it on
+the storage's own key for the window (a test pins this to the library's behaviour).
+
+Max-parallel is not a rate and `limits` has no semaphore: in-process it is a counter; on Redis
+a sorted set of in-flight request ids scored by start time, with entries older than the longest
+possible request dropped, so a replica that dies holding slots frees them by itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+from limits.storage import storage_from_string
+
+_PARALLEL_ACQUIRE = """
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[2])
+if redis.call('zcard', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('zadd', KEYS[1], ARGV[1], ARGV[4])
+redis.call('expire', KEYS[1], ARGV[5])
+return 1
+"""
+
+# Move an existing window counter by ARGV[1], never below zero (a window that already expired
+# is left alone: there is nothing left to settle against).
+_ADJUST = """
+local v = redis.call('get', KEYS[1])
+if not v then return 0 end
+local n = tonumber(v) + tonumber(ARGV[1])
+if n < 0 then n = 0 end
+redis.call('set', KEYS[1], n, 'KEEPTTL')
+return n
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Where a limit stands, for `x-ratelimit-*` headers."""
+
+    limit: int
+    remaining: int
+    reset_seconds: float
+
+
+@dataclass(slots=True)
+class TokenHold:
+    """Tokens charged to a TPM window at admission, to settle when usage is known."""
+
+    item: RateLimitItem
+    ident: str
+    charged: int
+
+
+class Limiter:
+    def __init__(self, redis_url: str | None = None, redis: Any = None,
+                 rpm_strategy: str = "moving-window") -> None:
+        if redis_url:
+            scheme, rest = redis_url.split("://", 1)
+            self.storage: Storage = storage_from_string(f"async+{scheme}://{rest}", implementation="redispy")
+        else:
+            self.storage = MemoryStorage()
+        self.redis = redis  # redis.asyncio client for the scripts below (None: in-process)
+        rpm_cls = MovingWindowRateLimiter if rpm_strategy == "moving-window" else SlidingWindowCounterRateLimiter
+        self._rpm = rpm_cls(self.storage)
+        self._tpm = SlidingWindowCounterRateLimiter(self.storage)
+        self._fixed = FixedWindowRateLimiter(self.storage)
+        self._items: dict[tuple[int, int], RateLimitItem] = {}
+        self._parallel: dict[str, int] = {}
+        if redis is not None:
+            self._acquire = redis.register_script(_PARALLEL_ACQUIRE)
+            self._adjust_script = redis.register_script(_ADJUST)
+
+    def _item(self, amount: int, seconds: int = 60) -> RateLimitItem:
+        item = self._items.get((amount, seconds))
+        if item is None:
+            item = RateLimitItemPerMinute(amount) if seconds == 60 else RateLimitItemPerSecond(amount, seconds)
+            self._items[(amount, seconds)] = item
+        return item
+
+    # -- requests per minute (and per any window, for conversation guards) --------------------
+
+    async def hit_requests(self, scope: str, rpm: int) -> bool:
+        return await self._rpm.hit(self._item(rpm), "rpm", scope)
+
+    async def requests_window(self, scope: str, rpm: int) -> Window:
+        item = self._item(rpm)
+        stats = await self._rpm.get_window_stats(item, "rpm", scope)
+        return Window(rpm, stats.remaining, max(0.0, stats.reset_time - time.time()))
+
+    async def hit_count(self, scope: str, amount: int, seconds: int) -> bool:
+        """A plain fixed-window count (e.g. requests per conversation per day)."""
+        return await self._fixed.hit(self._item(amount, seconds), "count", scope)
+
+    # -- tokens per minute --------------------------------------------------------------------
+
+    async def hit_tokens(self, scope: str, tpm: int, tokens: int) -> TokenHold | None:
+        """Charge `tokens` against the window, or None (refused; nothing charged)."""
+        item = self._item(tpm)
+        cost = max(1, tokens)
+        if cost > tpm or not await self._tpm.hit(item, "tpm", scope, cost=cost):
+            return None
+        return TokenHold(item, scope, cost)
+
+    async def settle_tokens(self, hold: TokenHold, actual: int) -> None:
+        delta = actual - hold.charged
+        if delta:
+            await self._adjust(hold.item, hold.ident, delta)
+            hold.charged = actual
+
+    async def tokens_window(self, scope: str, tpm: int) -> Window:
+        stats = await self._tpm.get_window_stats(self._item(tpm), "tpm", scope)
+        return Window(tpm, stats.remaining, max(0.0, stats.reset_time - time.time()))
+
+    async def _adjust(self, item: RateLimitItem, ident: str, delta: int) -> None:
+        key = item.key_for("tpm", ident)
+        storage = self.storage
+        if isinstance(storage, MemoryStorage):
+            _, current = storage.sliding_window_keys(key, item.get_expiry(), time.time())
+            if await storage.get(current) == 0:
+                return
+            if delta > 0:
+                await storage.incr(current, 2 * item.get_expiry(), delta)
+            else:
+                await storage.decr(current, -delta)
+        else:  # RedisStorage: the current window lives at "<prefix>:{key}"
+            await self._adjust_script(keys=[storage.bridge.prefixed_key(f"{{{key}}}")], args=[delta])  # type: ignore[attr-defined]
+
+    # -- parallel requests --------------------------------------------------------------------
+
+    async def acquire_parallel(self, scope: str, limit: int, request_id: str, max_seconds: float) -> bool:
+        if self.redis is None:
+            n = self._parallel.get(scope, 0)
+            if n >= limit:
+                return False
+            self._parallel[scope] = n + 1
+            return True
+        now = time.time()
+        ok = await self._acquire(keys=[f"faregate:parallel:{scope}"],
+                                 args=[now, now - max_seconds, limit, request_id, int(max_seconds) + 60])
+        return bool(ok)
+
+    async def release_parallel(self, scope: str, request_id: str) -> None:
+        if self.redis is None:
+            n = self._parallel.get(scope, 0) - 1
+            if n > 0:
+                self._parallel[scope] = n
+            else:
+                self._parallel.pop(scope, None)
+            return
+        await self.redis.zrem(f"faregate:parallel:{scope}", request_id)
+
+    def parallel_in_use(self, scope: str) -> int:
+        """In-process count only (for tests and metrics of the embedded default)."""
+        return self._parallel.get(scope, 0)

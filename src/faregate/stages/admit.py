@@ -1,0 +1,238 @@
+"""admit: may this principal make this call now? Model access, RPM, TPM, parallel requests,
+budgets and per-conversation guards — for the key, its user and its team (each must admit: the
+tightest wins) — and on the way back, settle what admission reserved.
+
+Order: model access (403) → conversation guards → RPM → TPM (prompt estimate + max output) →
+parallel slots → budget reservation (the request's most expensive outcome). A refusal undoes
+what this request already took (TPM charges, slots; a request counted by an RPM window stays
+counted: it was made). Nothing here reads the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from faregate.access.budget import UNLIMITED, Budgets, next_period_in, period_of
+from faregate.access.limiter import Limiter, TokenHold, Window
+from faregate.access.records import Principal, Subject
+from faregate.accounting.ledger import nano_usd
+from faregate.accounting.pricing import PriceBook, Tokens
+from faregate.accounting.tokens import TokenCounter, max_output_tokens
+from faregate.config.schema import LimitSettings
+from faregate.core.call import Call
+from faregate.core.errors import GatewayError
+from faregate.routing.router import Router
+
+
+@dataclass(slots=True)
+class Admission:
+    """What one call took at admission, to give back or settle after it."""
+
+    holds: list[TokenHold] = field(default_factory=list)
+    slots: list[str] = field(default_factory=list)  # scopes holding a parallel slot
+    counters: list[str] = field(default_factory=list)  # budget counters reserved on
+    reserved: int = 0  # nano-USD reserved on each counter
+    key_counter: str | None = None  # the key's own budget counter, for x-faregate-key-spend
+
+
+class Admit:
+    name = "admit"
+
+    def __init__(self, limiter: Limiter, budgets: Budgets, counter: TokenCounter, prices: PriceBook,
+                 router: Router, settings: LimitSettings, max_request_seconds: float) -> None:
+        self.limiter = limiter
+        self.budgets = budgets
+        self.counter = counter
+        self.prices = prices
+        self.router = router
+        self.settings = settings
+        self.max_request_seconds = max_request_seconds
+        conv_cost = settings.conversation_max_cost_usd
+        self._conv_default = (settings.conversation_max_requests,
+                              nano_usd(conv_cost.quantize(Decimal("1e-9"))) if conv_cost is not None else None)
+
+    async def before(self, call: Call) -> bool:
+        p: Principal = call.principal  # type: ignore[assignment]
+        subjects = p.subjects
+        conversation = call.headers.get("x-faregate-conversation-id")
+        if not subjects and (conversation is None or self._conv_default == (None, None)):
+            return False  # master, anonymous: nothing to count
+        if not p.may_call(call.model):
+            raise GatewayError(403, f"{_whose(p)} may not call model '{call.model}'. Ask an admin to add it to the "
+                               "key's, user's or team's `models`.", type="permission_error",
+                               code="model_not_allowed", param="model")
+        adm = call.admission = Admission()
+        conv_requests, conv_cost = self._conversation_limits(subjects)
+        conv_scope = f"conv:{p.id}:{conversation}" if conversation else None
+        try:
+            if conv_scope and conv_requests is not None and not await self.limiter.hit_count(
+                    conv_scope, conv_requests, self.settings.conversation_window_seconds):
+                raise _refused(429, "conversation_requests_exceeded",
+                               f"Conversation '{conversation}' reached its limit of {conv_requests} requests.",
+                               retry_after=None)
+            for s in subjects:
+                if s.limits.rpm and not await self.limiter.hit_requests(s.scope, s.limits.rpm):
+                    raise await self._rate_limited(s, "rpm")
+            need_tokens = conv_cost is not None or any(s.limits.tpm or s.limits.budget_nusd is not None for s in subjects)
+            max_out = 0
+            if need_tokens:
+                call.prompt_estimate = self.counter.prompt(call.endpoint, call.body, call.model)
+                max_out = max_output_tokens(call.body, self.settings.default_max_tokens)
+            for s in subjects:
+                if s.limits.tpm:
+                    hold = await self.limiter.hit_tokens(s.scope, s.limits.tpm, (call.prompt_estimate or 0) + max_out)
+                    if hold is None:
+                        raise await self._rate_limited(s, "tpm")
+                    adm.holds.append(hold)
+            for s in subjects:
+                if s.limits.max_parallel:
+                    if not await self.limiter.acquire_parallel(s.scope, s.limits.max_parallel, call.request_id,
+                                                               self.max_request_seconds):
+                        raise _refused(429, f"{s.kind}_parallel_exceeded",
+                                       f"{_name(s)} already has {s.limits.max_parallel} requests in flight "
+                                       "(max_parallel). Retry when one finishes.", retry_after=1)
+                    adm.slots.append(s.scope)
+            await self._reserve(call, adm, subjects, conv_scope, conv_cost, max_out)
+        except GatewayError:
+            await self._release(call, adm, actual_tokens=0)
+            call.admission = None
+            raise
+        return False
+
+    async def after(self, call: Call) -> None:
+        adm: Admission | None = call.admission
+        if adm is None:
+            return
+        tokens: Tokens | None = call.tokens
+        actual = (tokens.input + tokens.output) if tokens else 0
+        await self._release(call, adm, actual)
+        if adm.counters:
+            cost = nano_usd(call.cost.total_usd) if call.cost else 0
+            spent = await self.budgets.settle(adm.counters, adm.reserved, cost)
+            if adm.key_counter is not None:  # always first in the list
+                call.key_spend_nusd = spent
+
+    # -- budgets ------------------------------------------------------------------------------
+
+    async def _reserve(self, call: Call, adm: Admission, subjects: tuple[Subject, ...], conv_scope: str | None,
+                       conv_cost: int | None, max_out: int) -> None:
+        now = dt.datetime.now(dt.UTC)
+        counters: list[tuple[str, int, int]] = []
+        owners: list[Subject | None] = []
+        for s in subjects:
+            if s.limits.budget_nusd is not None or s.kind == "key":  # a key's spend is always kept
+                period, _, ttl = period_of(s.limits.budget_period, now)
+                budget = s.limits.budget_nusd if s.limits.budget_nusd is not None else UNLIMITED
+                counters.append((f"{s.scope}@{period}", budget, ttl))
+                owners.append(s)
+        if conv_scope and conv_cost is not None:
+            window = self.settings.conversation_window_seconds
+            counters.append((f"{conv_scope}@{int(time.time() // window)}", conv_cost, 2 * window))
+            owners.append(None)
+        if not counters:
+            return
+        amount = self._max_cost(call, max_out) if any(c[1] != UNLIMITED for c in counters) else 0
+        refused = await self.budgets.reserve(counters, amount)
+        if refused is not None:
+            owner = owners[refused]
+            if owner is None:
+                raise _refused(429, "conversation_budget_exceeded",
+                               "This conversation reached its spending limit.", retry_after=None, kind="insufficient_quota")
+            reset = next_period_in(owner.limits.budget_period, now)
+            raise _refused(429, "budget_exceeded",
+                           f"{_name(owner)} has no budget left for this request: its budget is "
+                           f"${_usd(owner.limits.budget_nusd)} per {owner.limits.budget_period or 'lifetime'} and this "
+                           f"request may cost up to ${_usd(amount)}. Lower max_tokens, or ask an admin to raise the budget.",
+                           retry_after=reset, kind="insufficient_quota")
+        adm.counters = [c[0] for c in counters]
+        adm.reserved = amount
+        if owners[0] is not None and owners[0].kind == "key":
+            adm.key_counter = counters[0][0]
+
+    def _max_cost(self, call: Call, max_out: int) -> int:
+        """The most this call can cost: prompt estimate and max output at the dearest price
+        among the group's deployments."""
+        tokens = Tokens(input=call.prompt_estimate or 0, output=max_out)
+        best = 0
+        for dep in self.router.deployments_of(call.model):
+            cost = self.prices.cost(dep.id, tokens)
+            best = max(best, nano_usd(cost.total_usd))
+        return best
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _conversation_limits(self, subjects: tuple[Subject, ...]) -> tuple[int | None, int | None]:
+        requests, cost = self._conv_default
+        for s in subjects:
+            lim = s.limits
+            if lim.conversation_max_requests is not None:
+                requests = min(requests or lim.conversation_max_requests, lim.conversation_max_requests)
+            if lim.conversation_max_cost_nusd is not None:
+                cost = min(cost or lim.conversation_max_cost_nusd, lim.conversation_max_cost_nusd)
+        return requests, cost
+
+    async def _release(self, call: Call, adm: Admission, actual_tokens: int) -> None:
+        for hold in adm.holds:
+            await self.limiter.settle_tokens(hold, actual_tokens)
+        adm.holds.clear()
+        for scope in adm.slots:
+            await self.limiter.release_parallel(scope, call.request_id)
+        adm.slots.clear()
+
+    async def _rate_limited(self, s: Subject, which: str) -> GatewayError:
+        lim = s.limits
+        headers: dict[str, str] = {}
+        refused: Window | None = None
+        if lim.rpm:
+            w = await self.limiter.requests_window(s.scope, lim.rpm)
+            headers |= _window_headers("requests", w)
+            refused = w if which == "rpm" else refused
+        if lim.tpm:
+            w = await self.limiter.tokens_window(s.scope, lim.tpm)
+            headers |= _window_headers("tokens", w)
+            refused = w if which == "tpm" else refused
+        reset = refused.reset_seconds if refused else 1.0
+        what = "requests per minute" if which == "rpm" else "tokens per minute"
+        limit = lim.rpm if which == "rpm" else lim.tpm
+        err = _refused(429, f"{s.kind}_{which}_exceeded",
+                       f"{_name(s)} reached its limit of {limit} {what}. Retry after {math.ceil(reset)} s.",
+                       retry_after=reset)
+        err.headers.update(headers)
+        return err
+
+
+def _refused(status: int, code: str, message: str, *, retry_after: float | None,
+             kind: str = "rate_limit_error") -> GatewayError:
+    headers = {"retry-after": str(max(1, math.ceil(retry_after)))} if retry_after is not None else {}
+    return GatewayError(status, message, type=kind, code=code, headers=headers)
+
+
+def _window_headers(kind: str, w: Window) -> dict[str, str]:
+    return {f"x-ratelimit-limit-{kind}": str(w.limit), f"x-ratelimit-remaining-{kind}": str(w.remaining),
+            f"x-ratelimit-reset-{kind}": _duration(w.reset_seconds)}
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: '20ms', '1.5s', '6m0s'."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{rest}s"
+
+
+def _name(s: Subject) -> str:
+    return {"key": "API key", "user": "User", "team": "Team"}[s.kind] + f" '{s.id}'"
+
+
+def _whose(p: Principal) -> str:
+    return f"API key '{p.id}'"
+
+
+def _usd(nusd: int | None) -> str:
+    return str((Decimal(nusd or 0) / Decimal(1_000_000_000)).normalize())
