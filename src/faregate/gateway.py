@@ -22,7 +22,7 @@ from faregate.routing.router import Router
 from faregate.sinks.batch import BatchSink
 from faregate.access.budget import Budgets
 from faregate.access.limiter import Limiter
-from faregate.access.seeding import seed_budgets
+from faregate.access.seeding import budget_statuses, seed_budgets
 from faregate.accounting.tokens import TokenCounter
 from faregate.stages.account import Account
 from faregate.stages.admit import Admit
@@ -77,6 +77,8 @@ class Gateway:
             Meter(self.prices, self.tokens),
         ])
         self._starting: list[asyncio.Task[None]] = []
+        self.alerts: Any = None
+        self._leader_lock: Any = None
 
     async def db(self) -> Any:
         """The SQLAlchemy async engine (admin API, directory, alerts); never used per request."""
@@ -105,8 +107,28 @@ class Gateway:
             await asyncio.to_thread(self.prices.load)
             await asyncio.to_thread(self.tokens.load)
             await self.ledger_writer.open()
+            if self.config.alerts.enabled and self._alerts_leader():
+                from faregate.accounting.alerts import AlertMonitor
+
+                self.alerts = AlertMonitor(self.config.alerts, engine, redis=self.redis,
+                                           budget_status=lambda: budget_statuses(self.directory, self.budgets))
+                self._starting.append(asyncio.create_task(self.alerts.run()))
         except Exception as exc:  # retried on first use; never fatal here
             log.error("warm-up failed: %s: %s", type(exc).__name__, exc)
+
+    def _alerts_leader(self) -> bool:
+        """One worker per host runs the alert checks (an exclusive lock in data_dir); across
+        hosts, Redis makes each alert go out once."""
+        import fcntl
+
+        path = self.config.server.data_dir.expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        self._leader_lock = open(path / "alerts.lock", "w")  # noqa: SIM115 - held for the process's life
+        try:
+            fcntl.flock(self._leader_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
 
     async def _start_provider(self, provider: Provider) -> None:
         try:
@@ -127,6 +149,8 @@ class Gateway:
             except Exception as exc:  # pragma: no cover - best effort at shutdown
                 log.warning("deployment %s did not close cleanly: %s", provider.deployment.id, exc)
         await self.transport.close()
+        if self.alerts is not None:
+            await self.alerts.close()
         await self.ledger.close()  # after providers: every finished call's row is in the sink
         await self.ledger_writer.close()
         if self._engine is not None:

@@ -31,7 +31,7 @@ for i, k in ipairs(KEYS) do
   if s + r + amount > tonumber(ARGV[i + 1]) then return i end
 end
 for i, k in ipairs(KEYS) do
-  redis.call('hincrby', k, 'r', amount)
+  redis.call('hincrby', k, 'r', ARGV[1])  -- the string: Lua numbers print with 14 digits
   local ttl = tonumber(ARGV[#KEYS + 1 + i])
   if ttl > 0 then redis.call('expire', k, ttl) end
 end
@@ -41,9 +41,9 @@ return 0
 _SETTLE = """
 local first = 0
 for i, k in ipairs(KEYS) do
-  local r = redis.call('hincrby', k, 'r', -tonumber(ARGV[1]))
+  local r = redis.call('hincrby', k, 'r', ARGV[1])
   if r < 0 then redis.call('hset', k, 'r', 0) end
-  local s = redis.call('hincrby', k, 's', tonumber(ARGV[2]))
+  local s = redis.call('hincrby', k, 's', ARGV[2])
   if i == 1 then first = s end
 end
 return first
@@ -124,7 +124,7 @@ class Budgets:
                 entry[0] += actual
                 entry[1] = max(0, entry[1] - reserved)
             return self._mem[counters[0]][0]
-        return int(await self._settle(keys=[self._rkey(c) for c in counters], args=[reserved, actual]))
+        return int(await self._settle(keys=[self._rkey(c) for c in counters], args=[-reserved, actual]))
 
     async def spent(self, counter: str) -> int:
         if self.redis is None:

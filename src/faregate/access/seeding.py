@@ -1,4 +1,5 @@
-"""Start budget counters from the ledger: run after each directory refresh, in the background.
+"""Budget counters and the directory: seeding them from the ledger (after each directory
+refresh, in the background) and reading them back for the budget alerts.
 
 For every key, user and team with a budget, the counter of its current period is seeded once
 per process with the ledger's spend for that period (`Budgets.seed` keeps a counter another
@@ -39,3 +40,18 @@ async def seed_budgets(directory: Directory, budgets: Budgets, engine: Any) -> N
         for s, counter, ttl in items:
             await budgets.seed(counter, spent.get(s.id, 0), ttl)
             budgets.seeded.add(counter)
+
+
+async def budget_statuses(directory: Directory, budgets: Budgets) -> list[Any]:
+    """Every budget and its spend this period, for the budget-threshold alerts."""
+    from faregate.accounting.alerts import BudgetStatus
+
+    now = dt.datetime.now(dt.UTC)
+    out = []
+    for s in [k.subject for k in directory.keys() if not k.revoked] + directory.subjects():
+        if s.limits.budget_nusd is None:
+            continue
+        period, _, _ = period_of(s.limits.budget_period, now)
+        spent = await budgets.spent(f"{s.scope}@{period}")
+        out.append(BudgetStatus(s.scope, spent, s.limits.budget_nusd, period))
+    return out

@@ -98,11 +98,12 @@ class LimitSettings(_Strict):
     conversation_max_requests: int | None = Field(default=None, ge=1, description="Default cap on requests per x-faregate-conversation-id (keys/users/teams may set their own).")
     conversation_max_cost_usd: Decimal | None = Field(default=None, gt=0, description="Default cap on spend per conversation id.")
     conversation_window_seconds: int = Field(default=86400, ge=60, description="How long a conversation's request count and spend are remembered.")
+    fail_open: bool = Field(default=True, description="If Redis cannot be reached, admit requests (and log) rather than refuse them all. False: answer 503.")
     key_refresh_seconds: float = Field(default=2.0, gt=0, le=300, description="How often each replica re-reads keys/users/teams changed by another replica (with Redis, changes also arrive at once by pub/sub).")
 
 
 class AlertSettings(_Strict):
-    """Spend anomaly alerts (see docs/access.md)."""
+    """Spend anomaly alerts (see docs/alerts.md)."""
 
     enabled: bool = True
     interval_seconds: float = Field(default=60.0, ge=1)

@@ -11,10 +11,13 @@ counted: it was made). Nothing here reads the database.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+
+from redis.exceptions import RedisError
 
 from faregate.access.budget import UNLIMITED, Budgets, next_period_in, period_of
 from faregate.access.limiter import Limiter, TokenHold, Window
@@ -26,6 +29,10 @@ from faregate.config.schema import LimitSettings
 from faregate.core.call import Call
 from faregate.core.errors import GatewayError
 from faregate.routing.router import Router
+
+log = logging.getLogger("faregate.access")
+# Redis errors (connection refused, timeouts, script errors) and OS-level connection errors.
+StateUnavailable = (RedisError, ConnectionError, TimeoutError)
 
 
 @dataclass(slots=True)
@@ -56,6 +63,17 @@ class Admit:
                               nano_usd(conv_cost.quantize(Decimal("1e-9"))) if conv_cost is not None else None)
 
     async def before(self, call: Call) -> bool:
+        try:
+            return await self._admit(call)
+        except StateUnavailable as exc:
+            call.admission = None
+            if not self.settings.fail_open:
+                raise GatewayError(503, "Rate limits and budgets cannot be checked right now (shared state unreachable).",
+                                   type="api_error", code="limits_unavailable", headers={"retry-after": "1"}) from exc
+            _warn_once(exc)
+            return False
+
+    async def _admit(self, call: Call) -> bool:
         p: Principal = call.principal  # type: ignore[assignment]
         subjects = p.subjects
         conversation = call.headers.get("x-faregate-conversation-id")
@@ -107,6 +125,12 @@ class Admit:
         adm: Admission | None = call.admission
         if adm is None:
             return
+        try:
+            await self._settle(call, adm)
+        except StateUnavailable as exc:  # the reservation expires with its period; log, go on
+            _warn_once(exc)
+
+    async def _settle(self, call: Call, adm: Admission) -> None:
         tokens: Tokens | None = call.tokens
         actual = (tokens.input + tokens.output) if tokens else 0
         await self._release(call, adm, actual)
@@ -203,6 +227,18 @@ class Admit:
                        retry_after=reset)
         err.headers.update(headers)
         return err
+
+
+_last_warning = 0.0
+
+
+def _warn_once(exc: BaseException) -> None:
+    """At most one warning every 10 s while shared state is unreachable."""
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning > 10:
+        _last_warning = now
+        log.warning("limits/budgets state unreachable (%s: %s): admitting without them", type(exc).__name__, exc)
 
 
 def _refused(status: int, code: str, message: str, *, retry_after: float | None,
