@@ -2,7 +2,8 @@
 
   (a) directly to a fixed-latency upstream (the mock upstream, 50 ms),
   (b) through a bare proxy (bench/bare_proxy.py: raw ASGI on granian + one aiohttp session),
-  (c) through faregate (1 worker, auth on),
+  (c) through faregate (1 worker, auth on): with the master key, then with a virtual key held to
+      RPM, TPM, parallel and budget limits on key, user and team ("faregate+key"),
   (d) through LiteLLM's proxy (1 worker, same config; in its own venv bench/.litellm-venv),
 
 by a load generator in its own process (bench/loadgen.py). Also measured: max RPS at 200
@@ -60,6 +61,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     ap.add_argument("--max-connections", type=int, default=200, help="connections of the max-RPS runs (default 200)")
     ap.add_argument("--stream-connections", type=int, default=10, help="concurrent streams (default 10)")
     ap.add_argument("--skip-litellm", action="store_true", help="do not install / run LiteLLM")
+    ap.add_argument("--skip-key", action="store_true", help="do not measure faregate again with a limited virtual key")
     ap.add_argument("--latency-repeats", type=int, default=None,
                     help="latency runs per target; the row is the run with the median p99 (default 3, --quick 1)")
     ap.add_argument("--quick", action="store_true", help="short durations: a smoke run (numbers are rough)")
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         config = write_config(logdir, upstream)
         bench_direct(run, upstream)
         bench_bare(run, upstream)
-        bench_faregate(run, config, STARTUP_RUNS, args.profile)
+        bench_faregate(run, config, STARTUP_RUNS, args.profile, with_key=not args.skip_key)
         if args.skip_litellm:
             results["notes"].append("LiteLLM skipped (--skip-litellm)")
         else:

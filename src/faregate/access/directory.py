@@ -12,6 +12,7 @@ interval at worst, at once normally.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from typing import Any
@@ -23,6 +24,7 @@ from faregate.core.errors import GatewayError
 log = logging.getLogger("faregate.access")
 
 CHANNEL = "faregate:directory"
+_FIRST_LOAD_WAIT = 30.0  # seconds a request waits for the first load before a 503
 
 
 class Directory:
@@ -37,14 +39,14 @@ class Directory:
         self._loaded_event: asyncio.Event | None = None
         self.on_change: list[Any] = []  # async callables run after a refresh (budget seeding)
 
-    async def wait_loaded(self, timeout: float = 30.0) -> None:
+    async def wait_loaded(self) -> None:
         """Wait for the first load (requests arriving in the first moments after start-up)."""
         if self.loaded:
             return
         if self._loaded_event is None:
             self._loaded_event = asyncio.Event()
         try:
-            await asyncio.wait_for(self._loaded_event.wait(), timeout)
+            await asyncio.wait_for(self._loaded_event.wait(), _FIRST_LOAD_WAIT)
         except TimeoutError:
             raise GatewayError(503, "The gateway is starting: its key directory is not loaded yet. Retry shortly.",
                                type="api_error", code="starting", headers={"retry-after": "1"}) from None
@@ -76,7 +78,7 @@ class Directory:
     def key(self, key_id: str) -> KeyRecord | None:
         return self._by_id.get(key_id)
 
-    def keys(self) -> list[KeyRecord]:
+    def key_records(self) -> list[KeyRecord]:
         return list(self._by_id.values())
 
     def subjects(self) -> list[Subject]:
@@ -153,10 +155,8 @@ class Directory:
                     await self.refresh(engine)
                 except Exception as exc:  # a database blip must not stop authentication
                     log.warning("directory refresh failed: %s: %s", type(exc).__name__, exc)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), interval)
-                except TimeoutError:
-                    pass
                 wake.clear()
         finally:
             if listener is not None:

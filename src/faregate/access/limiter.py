@@ -18,16 +18,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
-from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import (
-    FixedWindowRateLimiter,
-    MovingWindowRateLimiter,
-    SlidingWindowCounterRateLimiter,
-)
-from limits.storage import storage_from_string
+if TYPE_CHECKING:  # `limits` is imported by prepare(): off the start-up path
+    from limits import RateLimitItem
 
 _PARALLEL_ACQUIRE = """
 redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[2])
@@ -70,26 +64,48 @@ class TokenHold:
 class Limiter:
     def __init__(self, redis_url: str | None = None, redis: Any = None,
                  rpm_strategy: str = "moving-window") -> None:
-        if redis_url:
-            scheme, rest = redis_url.split("://", 1)
-            self.storage: Storage = storage_from_string(f"async+{scheme}://{rest}", implementation="redispy")
-        else:
-            self.storage = MemoryStorage()
+        self.redis_url = redis_url
         self.redis = redis  # redis.asyncio client for the scripts below (None: in-process)
-        rpm_cls = MovingWindowRateLimiter if rpm_strategy == "moving-window" else SlidingWindowCounterRateLimiter
-        self._rpm = rpm_cls(self.storage)
-        self._tpm = SlidingWindowCounterRateLimiter(self.storage)
-        self._fixed = FixedWindowRateLimiter(self.storage)
+        self.rpm_strategy = rpm_strategy
+        self.storage: Any = None
         self._items: dict[tuple[int, int], RateLimitItem] = {}
         self._parallel: dict[str, int] = {}
         if redis is not None:
             self._acquire = redis.register_script(_PARALLEL_ACQUIRE)
             self._adjust_script = redis.register_script(_ADJUST)
 
+    def prepare(self) -> None:
+        """Import `limits` and open its storage (the gateway does it in a thread at warm-up;
+        otherwise the first limited request does)."""
+        if self.storage is not None:
+            return
+        import limits
+        from limits.aio.storage import MemoryStorage
+        from limits.aio.strategies import (
+            FixedWindowRateLimiter,
+            MovingWindowRateLimiter,
+            SlidingWindowCounterRateLimiter,
+        )
+        from limits.storage import storage_from_string
+
+        if self.redis_url:
+            scheme, rest = self.redis_url.split("://", 1)
+            storage = storage_from_string(f"async+{scheme}://{rest}", implementation="redispy")
+        else:
+            storage = MemoryStorage()
+        self._memory = isinstance(storage, MemoryStorage)
+        rpm_cls = MovingWindowRateLimiter if self.rpm_strategy == "moving-window" else SlidingWindowCounterRateLimiter
+        self._rpm = rpm_cls(storage)
+        self._tpm = SlidingWindowCounterRateLimiter(storage)
+        self._fixed = FixedWindowRateLimiter(storage)
+        self._per_minute, self._per_second = limits.RateLimitItemPerMinute, limits.RateLimitItemPerSecond
+        self.storage = storage
+
     def _item(self, amount: int, seconds: int = 60) -> RateLimitItem:
         item = self._items.get((amount, seconds))
         if item is None:
-            item = RateLimitItemPerMinute(amount) if seconds == 60 else RateLimitItemPerSecond(amount, seconds)
+            self.prepare()
+            item = self._per_minute(amount) if seconds == 60 else self._per_second(amount, seconds)
             self._items[(amount, seconds)] = item
         return item
 
@@ -130,7 +146,7 @@ class Limiter:
     async def _adjust(self, item: RateLimitItem, ident: str, delta: int) -> None:
         key = item.key_for("tpm", ident)
         storage = self.storage
-        if isinstance(storage, MemoryStorage):
+        if self._memory:
             _, current = storage.sliding_window_keys(key, item.get_expiry(), time.time())
             if await storage.get(current) == 0:
                 return

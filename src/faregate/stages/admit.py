@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from redis.exceptions import RedisError
-
 from faregate.access.budget import UNLIMITED, Budgets, next_period_in, period_of
 from faregate.access.limiter import Limiter, TokenHold, Window
 from faregate.access.records import Principal, Subject
@@ -31,8 +29,16 @@ from faregate.core.errors import GatewayError
 from faregate.routing.router import Router
 
 log = logging.getLogger("faregate.access")
-# Redis errors (connection refused, timeouts, script errors) and OS-level connection errors.
-StateUnavailable = (RedisError, ConnectionError, TimeoutError)
+
+
+def state_errors(redis: object) -> tuple[type[BaseException], ...]:
+    """What "shared state unreachable" looks like: OS-level connection errors, and with Redis
+    its own errors (connection refused, timeouts, script errors)."""
+    if redis is None:
+        return (ConnectionError, TimeoutError)
+    from redis.exceptions import RedisError
+
+    return (RedisError, ConnectionError, TimeoutError)
 
 
 @dataclass(slots=True)
@@ -58,6 +64,7 @@ class Admit:
         self.router = router
         self.settings = settings
         self.max_request_seconds = max_request_seconds
+        self._unavailable = state_errors(limiter.redis)
         conv_cost = settings.conversation_max_cost_usd
         self._conv_default = (settings.conversation_max_requests,
                               nano_usd(conv_cost.quantize(Decimal("1e-9"))) if conv_cost is not None else None)
@@ -65,7 +72,7 @@ class Admit:
     async def before(self, call: Call) -> bool:
         try:
             return await self._admit(call)
-        except StateUnavailable as exc:
+        except self._unavailable as exc:
             call.admission = None
             if not self.settings.fail_open:
                 raise GatewayError(503, "Rate limits and budgets cannot be checked right now (shared state unreachable).",
@@ -98,6 +105,7 @@ class Admit:
             need_tokens = conv_cost is not None or any(s.limits.tpm or s.limits.budget_nusd is not None for s in subjects)
             max_out = 0
             if need_tokens:
+                await self.counter.ready()
                 call.prompt_estimate = self.counter.prompt(call.endpoint, call.body, call.model)
                 max_out = max_output_tokens(call.body, self.settings.default_max_tokens)
             for s in subjects:
@@ -127,7 +135,7 @@ class Admit:
             return
         try:
             await self._settle(call, adm)
-        except StateUnavailable as exc:  # the reservation expires with its period; log, go on
+        except self._unavailable as exc:  # the reservation expires with its period; log, go on
             _warn_once(exc)
 
     async def _settle(self, call: Call, adm: Admission) -> None:

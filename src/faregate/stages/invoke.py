@@ -86,6 +86,7 @@ class Invoke:
                                 type="rate_limit_error", code="deployment_rpm_exceeded", headers={"retry-after": "1"})
         if dep.tpm and self.counter is not None:
             if call.prompt_estimate is None:
+                await self.counter.ready()
                 call.prompt_estimate = self.counter.prompt(call.endpoint, call.body, call.model)
             need = call.prompt_estimate + max_output_tokens(call.body, self.default_max_tokens)
             hold = await self.limiter.hit_tokens(scope, dep.tpm, need)

@@ -26,6 +26,7 @@ class Meter:
 
     async def after(self, call: Call) -> None:
         if not call.usage and call.deployment is not None and (call.response is not None or call.stream is not None):
+            await self.counter.ready()
             self._estimate(call)
         tokens = call.tokens = Tokens.from_usage(call.usage)
         if call.deployment is not None and call.usage:
