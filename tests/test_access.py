@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,9 @@ from tests.gateways import chat, create_key, http, launch_gateway
 IN_PRICE, OUT_PRICE = Decimal("0.000001"), Decimal("0.000002")
 
 
-def access_config(mock: str) -> str:
-    return f"""
+def access_config(mock: str, webhook: str | None = None) -> str:
+    alerts = f"alerts:\n  interval_seconds: 1\n  webhook_url: {webhook}\n" if webhook else ""
+    return alerts + f"""
 model_list:
   - model_name: gpt-4o-mini
     litellm_params:
@@ -49,9 +51,36 @@ limits:
 """
 
 
+class Webhook:
+    """A Slack-style incoming webhook: records every JSON POST."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 @pytest.fixture(scope="module")
-def gw(mock_upstream: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = launch_gateway(tmp_path_factory.mktemp("access"), access_config(mock_upstream.url))
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def gw(mock_upstream: Server, webhook: Webhook, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = launch_gateway(tmp_path_factory.mktemp("access"), access_config(mock_upstream.url, webhook.url))
     yield server
     stop(server.proc)
 
@@ -105,6 +134,11 @@ def test_models_outside_the_key_list_are_forbidden(gw: Server) -> None:
     assert http("POST", f"{gw.url}/admin/teams", {"id": "no-premium", "models": ["gpt-4o-mini"]})[0] == 201
     team_key = create_key(gw, team="no-premium")
     assert chat(gw, team_key["key"], model="premium")[0] == 403
+    # and /v1/models shows a key only what it may call
+    status, _, listed = http("GET", f"{gw.url}/v1/models", key=key["key"])
+    assert status == 200 and [m["id"] for m in listed["data"]] == ["gpt-4o-mini"]
+    assert http("GET", f"{gw.url}/v1/models/premium", key=key["key"])[0] == 404
+    assert "premium" in [m["id"] for m in http("GET", f"{gw.url}/v1/models")[2]["data"]]
 
 
 def test_rpm_refusal_carries_openai_rate_limit_headers(gw: Server) -> None:
@@ -247,3 +281,26 @@ def test_key_secret_is_never_stored_or_logged(gw: Server) -> None:
         assert needle not in gw.output()
     status, _, listed = http("GET", f"{gw.url}/admin/keys")
     assert secret not in json.dumps(listed)
+
+
+def test_budget_alert_reaches_the_webhook_once(gw: Server, webhook: Webhook, mock_settings) -> None:
+    mock_settings(tokens=10)
+    key = create_key(gw, budget_usd="0.0001", budget_period="day")  # ~3 requests reach 80 %
+    while chat(gw, key["key"], max_tokens=10)[0] == 200:
+        pass
+
+    def mine() -> list[dict]:
+        return [a for a in webhook.received if a["alert"]["subject"] == f"key:{key['id']}"]
+
+    deadline = time.monotonic() + 10
+    while not mine():
+        assert time.monotonic() < deadline, webhook.received
+        time.sleep(0.2)
+    time.sleep(2.5)  # two more checks: the alert is not repeated within its window
+    alerts = mine()
+    assert len(alerts) == 1, alerts
+    assert alerts[0]["alert"]["kind"] == "budget_threshold" and "text" in alerts[0]
+    assert key["key"] not in json.dumps(webhook.received)
+    assert "budget_threshold" in gw.output()  # and in the log
+    metrics = http("GET", f"{gw.url}/metrics", key=None)[2]
+    assert 'faregate_spend_alerts_total{kind="budget_threshold"}' in metrics
