@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from tests.servers import PostgresServer, RedisServer, start_postgres, start_redis
 
 MASTER_KEY = "sk-test-master-0123456789"

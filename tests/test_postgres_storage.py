@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from tests.servers import PostgresServer
 from sqlalchemy import UniqueConstraint, inspect, select, text
 
 from faregate.access.records import MASTER, KeyRecord, Principal
@@ -27,6 +26,7 @@ from faregate.core.errors import GatewayError
 from faregate.storage.db import create_engine, upgrade
 from faregate.storage.tables import metadata, requests
 from faregate.storage.urls import HEAD_REVISION
+from tests.servers import PostgresServer
 
 
 @pytest.fixture

@@ -189,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--api-key", help="virtual or master key (default: $FAREGATE_API_KEY)")
     chat.set_defaults(func=cmd_chat)
 
+    from faregate.admin_cli import add_commands  # keys, teams, users, spend (standard library only)
+
+    add_commands(sub)
+
     db = sub.add_parser("db", help="database tools")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="apply database migrations (serve does this at start-up)")

@@ -177,6 +177,16 @@ class Directory:
                 log.warning("directory pub/sub lost: %s; polling only for 5 s", exc)
                 await asyncio.sleep(5)
 
+    async def changed(self, redis: Any) -> None:
+        """After a write on this replica: run the refresh hooks (seed a new budget's counter,
+        load what new limits need) and tell the other replicas."""
+        for hook in self.on_change:
+            try:
+                await hook(self)
+            except Exception as exc:  # the write is done; the next refresh retries the hooks
+                log.warning("directory hook failed after a change: %s: %s", type(exc).__name__, exc)
+        await self.announce(redis)
+
     @staticmethod
     async def announce(redis: Any) -> None:
         """Tell other replicas something changed (no-op without Redis)."""

@@ -112,7 +112,8 @@ class Limiter:
     # -- requests per minute (and per any window, for conversation guards) --------------------
 
     async def hit_requests(self, scope: str, rpm: int) -> bool:
-        return await self._rpm.hit(self._item(rpm), "rpm", scope)
+        item = self._item(rpm)  # first: it prepares the limiter on first use
+        return await self._rpm.hit(item, "rpm", scope)
 
     async def requests_window(self, scope: str, rpm: int) -> Window:
         item = self._item(rpm)
@@ -121,7 +122,8 @@ class Limiter:
 
     async def hit_count(self, scope: str, amount: int, seconds: int) -> bool:
         """A plain fixed-window count (e.g. requests per conversation per day)."""
-        return await self._fixed.hit(self._item(amount, seconds), "count", scope)
+        item = self._item(amount, seconds)
+        return await self._fixed.hit(item, "count", scope)
 
     # -- tokens per minute --------------------------------------------------------------------
 
@@ -140,7 +142,8 @@ class Limiter:
             hold.charged = actual
 
     async def tokens_window(self, scope: str, tpm: int) -> Window:
-        stats = await self._tpm.get_window_stats(self._item(tpm), "tpm", scope)
+        item = self._item(tpm)
+        stats = await self._tpm.get_window_stats(item, "tpm", scope)
         return Window(tpm, stats.remaining, max(0.0, stats.reset_time - time.time()))
 
     async def _adjust(self, item: RateLimitItem, ident: str, delta: int) -> None:

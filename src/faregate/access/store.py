@@ -11,6 +11,7 @@ keeps HMAC-SHA256 of it (`key_hash`) and a hint (`sk-fg-…abcd`).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Table, delete, func, insert, null, select, update
 from sqlalchemy.exc import IntegrityError
 
-from faregate.access.directory import Directory
 from faregate.access.records import KeyRecord, Limits, Subject, SubjectKind
 from faregate.access.secrets import hint, new_key, new_key_id
 from faregate.core.errors import GatewayError
@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 
 NANO = Decimal(1_000_000_000)
 MAX_NUSD = 2**63 - 1  # BIGINT
+MAX_USD = Decimal(MAX_NUSD).scaleb(-9)
 _MONEY = {"budget_usd": "budget_nusd", "conversation_max_cost_usd": "conversation_max_cost_nusd"}
 _PLAIN = ("name", "models", "rpm", "tpm", "max_parallel", "budget_period", "conversation_max_requests", "metadata")
-_KEY_ONLY = {"user": "user_id", "team": "team_id", "expires_at": "expires_at"}
+_KEY_ONLY = {"user": "user_id", "team": "team_id"}
 _JSON = ("models", "metadata")
 TABLES: dict[str, Table] = {"team": teams, "user": users}
 
@@ -48,11 +49,11 @@ def usd_to_nusd(value: Any, param: str) -> int:
         raise bad_request(f"'{param}' must be a decimal number of US dollars, e.g. 12.5 or \"12.50\".", param)
     if d < 0:
         raise bad_request(f"'{param}' must not be negative.", param)
+    if d > MAX_USD:
+        raise bad_request(f"'{param}' is too large.", param)
     nusd = d.scaleb(9)
     if nusd != nusd.to_integral_value():
         raise bad_request(f"'{param}' has more than 9 decimals (the ledger counts nano-dollars).", param)
-    if nusd > MAX_NUSD:
-        raise bad_request(f"'{param}' is too large.", param)
     return int(nusd)
 
 
@@ -82,6 +83,22 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+def _plain_json(value: Any) -> Any:
+    """Metadata is free JSON: Decimals (exact JSON parsing) go back to float; numbers no JSON
+    writer or database takes (beyond float or 64-bit integer range) are refused."""
+    if isinstance(value, Decimal):
+        value = float(value)
+        if not math.isfinite(value):
+            raise bad_request("'metadata' holds a number out of range.", "metadata")
+    elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        raise bad_request("'metadata' holds an integer out of range.", "metadata")
+    elif isinstance(value, dict):
+        return {k: _plain_json(v) for k, v in value.items()}
+    elif isinstance(value, list):
+        return [_plain_json(v) for v in value]
+    return value
+
+
 def _columns(fields: Mapping[str, Any], key: bool) -> dict[str, Any]:
     """API fields (only those given) -> column values. None clears; JSON None is SQL NULL."""
     out: dict[str, Any] = {}
@@ -89,9 +106,14 @@ def _columns(fields: Mapping[str, Any], key: bool) -> dict[str, Any]:
         if name in _MONEY:
             out[_MONEY[name]] = None if value is None else usd_to_nusd(value, name)
         elif name in _PLAIN:
-            out[name] = null() if value is None and name in _JSON else value
+            out[name] = null() if value is None and name in _JSON else _plain_json(value) if name == "metadata" else value
+        elif key and name == "expires_at":
+            try:
+                out[name] = _utc(value)
+            except OverflowError:
+                raise bad_request("'expires_at' is out of range.", name) from None
         elif key and name in _KEY_ONLY:
-            out[_KEY_ONLY[name]] = _utc(value) if name == "expires_at" else value
+            out[_KEY_ONLY[name]] = value
         else:
             raise bad_request(f"Unknown field '{name}'.", name, "unknown_field")
     return out
@@ -150,7 +172,7 @@ def _hasher(gw: Gateway) -> Any:
 
 async def _publish_key(gw: Gateway, row: Mapping[str, Any]) -> None:
     gw.directory.put_key(KeyRecord.from_row(row))
-    await Directory.announce(gw.redis)
+    await gw.directory.changed(gw.redis)
 
 
 async def _key_row(conn: Any, key_id: str) -> Mapping[str, Any]:
@@ -233,7 +255,7 @@ async def rotate_key(gw: Gateway, key_id: str) -> tuple[KeyRecord, str]:
 
 async def _publish_subject(gw: Gateway, kind: SubjectKind, row: Mapping[str, Any]) -> None:
     gw.directory.put_subject(Subject(kind, row["id"], Limits.from_row(row)))
-    await Directory.announce(gw.redis)
+    await gw.directory.changed(gw.redis)
 
 
 async def _subject_row(conn: Any, kind: SubjectKind, sid: str) -> Mapping[str, Any]:
@@ -296,5 +318,5 @@ async def delete_subject(gw: Gateway, kind: SubjectKind, sid: str) -> Mapping[st
         row = await _subject_row(conn, kind, sid)
         await conn.execute(delete(table).where(table.c.id == sid))
     gw.directory.drop_subject(kind, sid)
-    await Directory.announce(gw.redis)
+    await gw.directory.changed(gw.redis)
     return row

@@ -26,12 +26,12 @@ from faregate.gateway import Gateway
 from faregate.http.context import RequestContext
 from faregate.http.fastpath import FastPath, fast_routes
 from faregate.http.responses import exception_response
-from faregate.http.routes import health, messages, models, openai, ws
+from faregate.http.routes import admin, health, messages, metrics, models, openai, ws
 
 log = logging.getLogger("faregate")
 
 
-ROUTERS = (openai.router, messages.router, models.router, health.router, ws.router)
+ROUTERS = (openai.router, messages.router, models.router, health.router, metrics.router, ws.router, admin.router)
 
 
 def create_app(config: Config) -> FastAPI:

@@ -1,0 +1,135 @@
+"""Reading the ledger back: spend grouped by who or what, and one request's row.
+
+Aggregation runs in SQL (SQLite or PostgreSQL); money stays integer nano-dollars until it is
+formatted as an exact decimal string. Admin calls only: never on the request path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, create_model
+from sqlalchemy import String, cast, func, literal_column, select, type_coerce
+
+from faregate.access.store import bad_request, cost_usd
+from faregate.storage.tables import requests
+
+GroupBy = Literal["key", "user", "team", "end_user", "feature", "model", "deployment", "day"]
+_COLUMNS = {"key": "key_id", "user": "user_id", "team": "team_id", "end_user": "end_user",
+            "feature": "feature", "model": "requested_model", "deployment": "deployment"}
+
+
+def _day(dialect: str) -> Any:
+    """The UTC date of `created_at` as 'YYYY-MM-DD'."""
+    if dialect == "sqlite":  # stored as UTC text 'YYYY-MM-DD HH:MM:SS.fff'
+        return func.substr(cast(requests.c.created_at, String), literal_column("1"), literal_column("10"))
+    if dialect == "postgresql":
+        return func.to_char(requests.c.created_at.op("AT TIME ZONE")(literal_column("'UTC'")),
+                            literal_column("'YYYY-MM-DD'"))
+    return func.date(requests.c.created_at)
+
+
+# What the admin API answers (and /docs shows).
+
+class SpendRow(BaseModel):
+    group: str | None
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: str = Field(description="Exact decimal string, 9 decimals.")
+
+
+class SpendReport(BaseModel):
+    rows: list[SpendRow]
+
+
+def _ledger_model() -> type[BaseModel]:
+    """A ledger row as the API shows it: every column, cost as an exact `cost_usd` string."""
+    fields: dict[str, Any] = {}
+    for col in requests.columns:
+        if col.name == "cost_nusd":
+            fields["cost_usd"] = (str, ...)
+            continue
+        kind: Any = dict[str, Any] | str if col.name == "tags" else col.type.python_type
+        fields[str(col.name)] = (kind | None if col.nullable else kind, ...)  # not quoted_name: orjson wants str
+    return create_model("LedgerEntry", **fields)
+
+
+LedgerEntry = _ledger_model()
+
+
+def period(start: str | None, end: str | None) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """`start`/`end` query values as aware datetimes: ISO dates or datetimes, UTC unless they say
+    otherwise; a date as `end` includes that whole day. A 400 naming the parameter if invalid."""
+    since, until = _when(start, "start"), _when(end, "end", end=True)
+    if since is not None and until is not None and until <= since:
+        raise bad_request("'end' must be after 'start'.", "end")
+    return since, until
+
+
+def _when(value: str | None, param: str, end: bool = False) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            day = dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), dt.UTC)
+            return day + dt.timedelta(days=1) if end else day
+        when = dt.datetime.fromisoformat(value)
+        return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        raise bad_request(f"'{param}' must be an ISO date (2025-01-31) or datetime (2025-01-31T12:00:00Z).",
+                          param) from None
+
+
+def _sqlite_text(when: dt.datetime | None) -> str | None:
+    """The shortest text of `when` (UTC) in SQLite's storage format: a stored value equal to it is
+    never shorter, so text comparison orders them as the instants ('…00.000' vs '…00')."""
+    if when is None:
+        return None
+    text = when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    fraction = f"{when.microsecond:06d}".rstrip("0")
+    return f"{text}.{fraction}" if fraction else text
+
+
+async def spend_by(engine: Any, group_by: GroupBy, start: Any = None, end: Any = None) -> list[dict[str, Any]]:
+    """Requests, tokens and cost per group for `start <= created_at < end` (aware datetimes),
+    most expensive first."""
+    group = (_day(engine.dialect.name) if group_by == "day" else requests.c[_COLUMNS[group_by]]).label("grp")
+    cost = func.sum(requests.c.cost_nusd).label("cost")
+    query = select(group, func.count().label("n"), func.sum(requests.c.input_tokens).label("input"),
+                   func.sum(requests.c.output_tokens).label("output"), cost).group_by(group)
+    created = requests.c.created_at
+    if engine.dialect.name == "sqlite":  # UTC text with 3 or 6 decimals: compare as text
+        created, start, end = type_coerce(created, String), _sqlite_text(start), _sqlite_text(end)
+    if start is not None:
+        query = query.where(created >= start)
+    if end is not None:
+        query = query.where(created < end)
+    query = query.order_by(cost.desc(), group.asc().nulls_last())
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [{"group": None if g is None else str(g), "requests": int(n), "input_tokens": int(i or 0),
+             "output_tokens": int(o or 0), "cost_usd": cost_usd(c)} for g, n, i, o, c in rows]
+
+
+async def ledger_entry(engine: Any, request_id: str) -> dict[str, Any] | None:
+    """One request's ledger row for display: cost as an exact `cost_usd` string, times in UTC."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(requests).where(requests.c.request_id == request_id))).mappings().first()
+    return None if row is None else entry(row)
+
+
+def entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["cost_usd"] = cost_usd(out.pop("cost_nusd"))
+    created = out["created_at"]
+    out["created_at"] = created.replace(tzinfo=dt.UTC) if created.tzinfo is None else created.astimezone(dt.UTC)
+    tags = out.get("tags")
+    if isinstance(tags, str):
+        with contextlib.suppress(ValueError):
+            out["tags"] = json.loads(tags)
+    return out
