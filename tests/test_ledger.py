@@ -178,3 +178,35 @@ async def test_rows_read_back_through_sqlalchemy(tmp_path: Path, kind: str) -> N
     assert (row["request_id"], row["end_user"], row["input_tokens"], row["output_tokens"]) == ("rid-1", "u", 3, 2)
     assert json.loads(row["tags"]) == {"team": "search"}
     assert abs(row["created_at"].replace(tzinfo=dt.UTC).timestamp() - call.received_at) < 0.002  # ms precision
+
+
+async def test_stdlib_writer_stores_sqlalchemys_datetime_text(tmp_path: Path) -> None:
+    """A row stamped exactly at a period's start is inside `created_at >= start` (budgets, spend
+    and alerts compare with bound datetimes; a shorter text form would sort before them)."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from faregate.accounting.ledger import ledger_row, ledger_writer
+    from faregate.core.call import Call
+    from faregate.storage.db import create_engine, upgrade
+    from faregate.storage.tables import requests
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'l.db'}"
+    engine = create_engine(url)
+    await upgrade(engine)
+    midnight = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
+    rows = []
+    for rid, at in (("at-start", midnight.timestamp()), ("micro", midnight.timestamp() + 0.000123),
+                    ("before", midnight.timestamp() - 0.001)):
+        call = Call(request_id=rid, endpoint="chat", body={"model": "m"}, headers={}, received_at=at)
+        rows.append(ledger_row(call))
+    writer = ledger_writer(url)
+    await writer(rows)
+    await writer.close()
+    async with engine.connect() as conn:
+        found = (await conn.execute(select(requests.c.request_id, requests.c.created_at)
+                                    .where(requests.c.created_at >= midnight))).all()
+    await engine.dispose()
+    assert sorted(r[0] for r in found) == ["at-start", "micro"]
+    assert {r[0]: r[1].microsecond for r in found} == {"at-start": 0, "micro": 123}

@@ -124,8 +124,11 @@ class SQLiteLedgerWriter:
             from faregate.storage.tables import requests
 
             names = [c.name for c in requests.columns]
-            values = ["strftime('%Y-%m-%d %H:%M:%f', :created_at, 'unixepoch')" if n == "created_at" else f":{n}"
-                      for n in names]
+            # SQLAlchemy's own text form for SQLite ('YYYY-MM-DD HH:MM:SS.ffffff'), so range
+            # queries comparing with bound datetimes see exactly the right rows.
+            stamp = ("strftime('%Y-%m-%d %H:%M:%S', :created_at, 'unixepoch') || "
+                     "printf('.%06d', CAST(:created_at * 1000000 AS INTEGER) % 1000000)")
+            values = [stamp if n == "created_at" else f":{n}" for n in names]
             self._sql = f"INSERT INTO requests ({', '.join(names)}) VALUES ({', '.join(values)})"
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5)
             conn.execute("PRAGMA journal_mode=WAL")
