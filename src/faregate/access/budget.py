@@ -18,6 +18,7 @@ a counter yet), and at zero when a new period begins — no database read on the
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,7 +57,12 @@ _DAY = 86400
 
 def period_of(period: BudgetPeriod | None, now: dt.datetime) -> tuple[str, dt.datetime | None, int]:
     """(id, start, ttl seconds) of the budget period containing `now` (UTC calendar periods)."""
-    day = dt.datetime(now.year, now.month, now.day, tzinfo=dt.UTC)
+    return _period_of(period, now.date())
+
+
+@functools.lru_cache(maxsize=64)
+def _period_of(period: BudgetPeriod | None, date: dt.date) -> tuple[str, dt.datetime | None, int]:
+    day = dt.datetime(date.year, date.month, date.day, tzinfo=dt.UTC)
     if period == "day":
         return day.strftime("%Y-%m-%d"), day, 3 * _DAY
     if period == "week":

@@ -2,12 +2,14 @@
 
 Built on the `limits` library: RPM by its moving window (exact; or its sliding-window counter,
 cheaper on Redis), TPM by its sliding-window counter (a request's tokens are one increment, not
-one entry each). Storage is in-process, or Redis when configured — then every replica counts
-against ONE window, so N replicas enforce the limit once, not N times.
+one entry each). Storage is Redis when configured — the library's own, whose Lua scripts make
+every replica count against ONE window, so N replicas enforce a limit once, not N times — or
+in-process, `memory_storage.LoopLocalStorage` (the library's in-memory storage costs ~100 µs
+per limit per request under load; see that module).
 
 TPM admits on an estimate and settles on the real usage: `settle_tokens` moves the current
-window's counter by the difference. `limits` has no public call for that, so `_adjust` does it on
-the storage's own key for the window (a test pins this to the library's behaviour).
+window's counter by the difference. `limits` has no public call for that, so on Redis `_adjust`
+does it on the storage's own key for the window (tests pin this to the library's behaviour).
 
 Max-parallel is not a rate and `limits` has no semaphore: in-process it is a counter; on Redis
 a sorted set of in-flight request ids scored by start time, with entries older than the longest
@@ -59,16 +61,17 @@ class TokenHold:
     item: RateLimitItem
     ident: str
     charged: int
-
+    key: str = ""  # the window's storage key
 
 class Limiter:
     def __init__(self, redis_url: str | None = None, redis: Any = None,
-                 rpm_strategy: str = "moving-window") -> None:
+                 rpm_strategy: str = "auto") -> None:
         self.redis_url = redis_url
         self.redis = redis  # redis.asyncio client for the scripts below (None: in-process)
-        self.rpm_strategy = rpm_strategy
+        self.rpm_strategy = "moving-window" if rpm_strategy == "auto" else rpm_strategy
         self.storage: Any = None
         self._items: dict[tuple[int, int], RateLimitItem] = {}
+        self._keys: dict[tuple[str, str, int], str] = {}
         self._parallel: dict[str, int] = {}
         if redis is not None:
             self._acquire = redis.register_script(_PARALLEL_ACQUIRE)
@@ -80,7 +83,6 @@ class Limiter:
         if self.storage is not None:
             return
         import limits
-        from limits.aio.storage import MemoryStorage
         from limits.aio.strategies import (
             FixedWindowRateLimiter,
             MovingWindowRateLimiter,
@@ -92,8 +94,10 @@ class Limiter:
             scheme, rest = self.redis_url.split("://", 1)
             storage = storage_from_string(f"async+{scheme}://{rest}", implementation="redispy")
         else:
-            storage = MemoryStorage()
-        self._memory = isinstance(storage, MemoryStorage)
+            from faregate.access.memory_storage import LoopLocalStorage
+
+            storage = LoopLocalStorage()
+        self._memory = not self.redis_url
         rpm_cls = MovingWindowRateLimiter if self.rpm_strategy == "moving-window" else SlidingWindowCounterRateLimiter
         self._rpm = rpm_cls(storage)
         self._tpm = SlidingWindowCounterRateLimiter(storage)
@@ -109,11 +113,26 @@ class Limiter:
             self._items[(amount, seconds)] = item
         return item
 
+    def _key(self, kind: str, scope: str, item: RateLimitItem) -> str:
+        """`item.key_for(kind, scope)`, built once: the strategies' `hit` rebuilds it on every
+        call (~15 µs of string work), so the hot calls go to the storage with the cached key —
+        the same call `hit` makes."""
+        k = (kind, scope, item.amount)
+        key = self._keys.get(k)
+        if key is None:
+            if len(self._keys) > 100_000:
+                self._keys.clear()
+            key = self._keys[k] = item.key_for(kind, scope)
+        return key
+
     # -- requests per minute (and per any window, for conversation guards) --------------------
 
     async def hit_requests(self, scope: str, rpm: int) -> bool:
         item = self._item(rpm)  # first: it prepares the limiter on first use
-        return await self._rpm.hit(item, "rpm", scope)
+        key = self._key("rpm", scope, item)
+        if self.rpm_strategy == "moving-window":
+            return await self.storage.acquire_entry(key, rpm, 60)
+        return await self.storage.acquire_sliding_window_entry(key, rpm, 60)
 
     async def requests_window(self, scope: str, rpm: int) -> Window:
         item = self._item(rpm)
@@ -131,14 +150,15 @@ class Limiter:
         """Charge `tokens` against the window, or None (refused; nothing charged)."""
         item = self._item(tpm)
         cost = max(1, tokens)
-        if cost > tpm or not await self._tpm.hit(item, "tpm", scope, cost=cost):
+        key = self._key("tpm", scope, item)
+        if cost > tpm or not await self.storage.acquire_sliding_window_entry(key, tpm, 60, cost):
             return None
-        return TokenHold(item, scope, cost)
+        return TokenHold(item, scope, cost, key)
 
     async def settle_tokens(self, hold: TokenHold, actual: int) -> None:
         delta = actual - hold.charged
         if delta:
-            await self._adjust(hold.item, hold.ident, delta)
+            await self._adjust(hold.item, hold.key, delta)
             hold.charged = actual
 
     async def tokens_window(self, scope: str, tpm: int) -> Window:
@@ -146,17 +166,10 @@ class Limiter:
         stats = await self._tpm.get_window_stats(item, "tpm", scope)
         return Window(tpm, stats.remaining, max(0.0, stats.reset_time - time.time()))
 
-    async def _adjust(self, item: RateLimitItem, ident: str, delta: int) -> None:
-        key = item.key_for("tpm", ident)
+    async def _adjust(self, item: RateLimitItem, key: str, delta: int) -> None:
         storage = self.storage
         if self._memory:
-            _, current = storage.sliding_window_keys(key, item.get_expiry(), time.time())
-            if await storage.get(current) == 0:
-                return
-            if delta > 0:
-                await storage.incr(current, 2 * item.get_expiry(), delta)
-            else:
-                await storage.decr(current, -delta)
+            storage.adjust_sliding_window(key, item.get_expiry(), delta)
         else:  # RedisStorage: the current window lives at "<prefix>:{key}"
             await self._adjust_script(keys=[storage.bridge.prefixed_key(f"{{{key}}}")], args=[delta])  # type: ignore[attr-defined]
 

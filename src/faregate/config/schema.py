@@ -93,7 +93,7 @@ class LocalModelSettings(_Strict):
 class LimitSettings(_Strict):
     """How RPM/TPM/parallel limits and budgets are enforced (see docs/access.md)."""
 
-    rpm_strategy: Literal["moving-window", "sliding-window"] = Field(default="moving-window", description="moving-window is exact; sliding-window is cheaper on Redis (one counter, approximate).")
+    rpm_strategy: Literal["auto", "moving-window", "sliding-window"] = Field(default="auto", description="moving-window (auto) is exact; sliding-window weighs the previous minute's count (approximate; one counter instead of one entry per request on Redis).")
     default_max_tokens: int = Field(default=4096, ge=1, description="Output tokens a request without max_tokens reserves against TPM limits and budgets until it settles.")
     conversation_max_requests: int | None = Field(default=None, ge=1, description="Default cap on requests per x-faregate-conversation-id (keys/users/teams may set their own).")
     conversation_max_cost_usd: Decimal | None = Field(default=None, gt=0, description="Default cap on spend per conversation id.")

@@ -65,6 +65,7 @@ class Admit:
         self.settings = settings
         self.max_request_seconds = max_request_seconds
         self._unavailable = state_errors(limiter.redis)
+        self._max_costs: dict[tuple[str, int, int], int] = {}
         conv_cost = settings.conversation_max_cost_usd
         self._conv_default = (settings.conversation_max_requests,
                               nano_usd(conv_cost.quantize(Decimal("1e-9"))) if conv_cost is not None else None)
@@ -187,12 +188,16 @@ class Admit:
 
     def _max_cost(self, call: Call, max_out: int) -> int:
         """The most this call can cost: prompt estimate and max output at the dearest price
-        among the group's deployments."""
-        tokens = Tokens(input=call.prompt_estimate or 0, output=max_out)
-        best = 0
-        for dep in self.router.deployments_of(call.model):
-            cost = self.prices.cost(dep.id, tokens)
-            best = max(best, nano_usd(cost.total_usd))
+        among the group's deployments (remembered per group and token counts)."""
+        k = (call.model, call.prompt_estimate or 0, max_out)
+        best = self._max_costs.get(k)
+        if best is None:
+            tokens = Tokens(input=k[1], output=max_out)
+            best = max((nano_usd(self.prices.cost(d.id, tokens).total_usd) for d in self.router.deployments_of(call.model)),
+                       default=0)
+            if len(self._max_costs) > 10_000:
+                self._max_costs.clear()
+            self._max_costs[k] = best
         return best
 
     # -- helpers ------------------------------------------------------------------------------

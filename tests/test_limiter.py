@@ -1,0 +1,108 @@
+"""The limiter on both storages: the in-process one decides exactly as the `limits` library's own
+memory storage, and on Redis two limiters (two replicas) share one window; TPM settlement and
+parallel slots work on both."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis.asyncio as aioredis
+from limits.aio.storage import MemoryStorage
+
+from faregate.access.limiter import Limiter
+from faregate.access.memory_storage import LoopLocalStorage
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """time.time() under the test's control (both storages read it)."""
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    yield now
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_loop_local_storage_decides_as_the_library_does(clock: list[float], seed: int) -> None:
+    rng = random.Random(seed)
+    ours, theirs = LoopLocalStorage(), MemoryStorage()
+    decisions = []
+    for _ in range(600):
+        clock[0] += rng.choice([0.0, 0.01, 0.5, 3.0, 20.0])
+        key, limit, cost = rng.choice(["a", "b"]), rng.choice([3, 10]), rng.choice([1, 1, 2])
+        mine = await ours.acquire_entry("m" + key, limit, 60, cost)
+        ref = await theirs.acquire_entry("m" + key, limit, 60, cost)
+        decisions.append(mine)
+        assert mine == ref
+        mine = await ours.acquire_sliding_window_entry("s" + key, limit * 3, 60, cost)
+        ref = await theirs.acquire_sliding_window_entry("s" + key, limit * 3, 60, cost)
+        assert mine == ref
+    assert True in decisions and False in decisions  # the sequence exercised both outcomes
+
+
+async def test_loop_local_storage_forgets_idle_windows(clock: list[float]) -> None:
+    s = LoopLocalStorage()
+    await s.acquire_entry("m", 5, 60)
+    await s.acquire_sliding_window_entry("s", 5, 60)
+    await s.incr("f", 300)
+    clock[0] += 10
+    s.sweep()
+    assert s._moving and s._sliding and s._counters
+    clock[0] += 1000
+    s.sweep()
+    assert not s._moving and not s._sliding and not s._counters
+
+
+async def _limiter_pair(redis_url: str | None) -> tuple[Limiter, Limiter, list]:
+    if redis_url is None:
+        one = Limiter()
+        return one, one, []
+    clients = [aioredis.from_url(redis_url), aioredis.from_url(redis_url)]
+    await clients[0].flushdb()
+    return Limiter(redis_url, clients[0]), Limiter(redis_url, clients[1]), clients
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_rpm_tpm_and_parallel(backend: str, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("redis_server").url if backend == "redis" else None
+    a, b, clients = await _limiter_pair(url)
+    try:
+        # one RPM window, whichever replica a request lands on
+        hits = [await (a if i % 2 else b).hit_requests("key:x", 5) for i in range(8)]
+        assert hits == [True] * 5 + [False] * 3
+        window = await a.requests_window("key:x", 5)
+        assert window.remaining == 0 and 0 < window.reset_seconds <= 60
+
+        # TPM: charged on the estimate, settled on the real usage
+        hold = await a.hit_tokens("key:x", 1000, 900)
+        assert hold is not None and await b.hit_tokens("key:x", 1000, 200) is None
+        await a.settle_tokens(hold, 100)
+        assert (await b.tokens_window("key:x", 1000)).remaining == 900
+        assert await b.hit_tokens("key:x", 1000, 800) is not None
+        assert await a.hit_tokens("key:x", 1000, 5000) is None  # larger than the limit itself
+
+        # parallel slots are shared and released
+        assert await a.acquire_parallel("key:x", 2, "r1", 600)
+        assert await b.acquire_parallel("key:x", 2, "r2", 600)
+        assert not await a.acquire_parallel("key:x", 2, "r3", 600)
+        await b.release_parallel("key:x", "r1")
+        assert await a.acquire_parallel("key:x", 2, "r3", 600)
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def test_redis_parallel_slots_of_a_dead_replica_expire(redis_server) -> None:
+    client = aioredis.from_url(redis_server.url)
+    try:
+        await client.flushdb()
+        lim = Limiter(redis_server.url, client)
+        assert await lim.acquire_parallel("key:y", 1, "lost", max_seconds=0.2)  # never released
+        assert not await lim.acquire_parallel("key:y", 1, "next", max_seconds=0.2)
+        await asyncio.sleep(0.3)
+        assert await lim.acquire_parallel("key:y", 1, "next", max_seconds=0.2)
+    finally:
+        await client.aclose()
