@@ -4,6 +4,7 @@ the pipeline — with one start-up and one shutdown. The HTTP layer holds one of
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import logging
 import time
@@ -107,7 +108,6 @@ class Gateway:
             self._starting.append(asyncio.create_task(
                 self.directory.run(engine, self.config.limits.key_refresh_seconds, self.redis)))
             await asyncio.to_thread(self.prices.load)
-            await asyncio.to_thread(self.tokens.load)
             await self.ledger_writer.open()
             if self.config.alerts.enabled and self._alerts_leader():
                 from faregate.accounting.alerts import AlertMonitor
@@ -115,8 +115,10 @@ class Gateway:
                 self.alerts = AlertMonitor(self.config.alerts, engine, redis=self.redis,
                                            budget_status=lambda: budget_statuses(self.directory, self.budgets))
                 self._starting.append(asyncio.create_task(self.alerts.run()))
+            await self.directory.wait_loaded()
         except Exception as exc:  # retried on first use; never fatal here
             log.error("warm-up failed: %s: %s", type(exc).__name__, exc)
+        _freeze_heap()
 
     async def _prepare_access(self, directory: Directory) -> None:
         """Load the rate limiter and the tokenizer (~50 MB) only once some key, user, team or
@@ -132,7 +134,11 @@ class Gateway:
         if not self.tokens.loaded and (
                 cfg.conversation_max_cost_usd is not None or any(d.tpm for d in deps)
                 or any(x.tpm or x.budget_nusd is not None or x.conversation_max_cost_nusd for x in limits)):
-            self._starting.append(asyncio.create_task(self.tokens.ready()))
+            self._starting.append(asyncio.create_task(self._load_tokens()))
+
+    async def _load_tokens(self) -> None:
+        await self.tokens.ready()
+        _freeze_heap()
 
     def _alerts_leader(self) -> bool:
         """One worker per host runs the alert checks (an exclusive lock in data_dir); across
@@ -175,3 +181,10 @@ class Gateway:
             await self._engine.dispose()
         if self.redis is not None:
             await self.redis.aclose()
+
+
+def _freeze_heap() -> None:
+    """What warm-up loaded (database driver, prices, tokenizer) lives as long as the process:
+    move it out of the garbage collector's view, as the app does at start (see http/app.py)."""
+    gc.collect()
+    gc.freeze()
