@@ -335,3 +335,20 @@ def test_max_output_tokens():
     assert max_output_tokens({"input": "embed me"}, 4096) == 0
     assert max_output_tokens({"input": ["a", "b"], "max_tokens": 5}, 4096) == 0
     assert max_output_tokens({"input": "x", "messages": []}, 4096) == 4096  # not embeddings-shaped
+
+
+async def test_aprompt_counts_large_bodies_in_a_thread_with_the_same_result() -> None:
+    counter = TokenCounter()
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "word " * 20000}]}
+    seen: list[str] = []
+    original = counter.prompt
+
+    def spy(*args: object) -> int:
+        seen.append(threading.current_thread().name)
+        return original(*args)
+
+    counter.prompt = spy  # type: ignore[method-assign]
+    small = await counter.aprompt("chat", body, "gpt-4o", size_hint=100)
+    large = await counter.aprompt("chat", body, "gpt-4o", size_hint=1_000_000)
+    assert small == large == original("chat", body, "gpt-4o")
+    assert seen[0] == threading.main_thread().name and seen[1] != threading.main_thread().name

@@ -106,8 +106,9 @@ class Admit:
             need_tokens = conv_cost is not None or any(s.limits.tpm or s.limits.budget_nusd is not None for s in subjects)
             max_out = 0
             if need_tokens:
-                await self.counter.ready()
-                call.prompt_estimate = self.counter.prompt(call.endpoint, call.body, call.model)
+                size = call.headers.get("content-length")
+                call.prompt_estimate = await self.counter.aprompt(
+                    call.endpoint, call.body, call.model, int(size) if size and size.isdigit() else 0)
                 max_out = max_output_tokens(call.body, self.settings.default_max_tokens)
             for s in subjects:
                 if s.limits.tpm:
