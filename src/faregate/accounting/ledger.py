@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import importlib
+import operator
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -109,15 +110,17 @@ class SQLiteLedgerWriter:
     """The embedded default's writer: the standard library's sqlite3 on its own thread.
 
     Measured on a 460-row batch: SQLAlchemy's async path held the event loop 10-17 ms (bind
-    processing runs on the loop); here `executemany` takes the row dicts as they are (named
-    parameters) and SQLite itself turns the epoch timestamp into the text SQLAlchemy reads back,
-    so no Python runs per row and the GIL is released while SQLite works (~3 ms per batch).
+    processing runs on the loop); here SQLite itself turns the epoch timestamp into the text
+    SQLAlchemy reads back and the GIL is released while SQLite works. Rows go in as tuples
+    (one C-level `itemgetter` call each) with numbered parameters: named parameters made
+    sqlite3 look up 31 dict keys per row, 22 against 14 µs of CPU per row measured.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._sql = ""
+        self._values: Any = None
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -126,9 +129,11 @@ class SQLiteLedgerWriter:
             names = [c.name for c in requests.columns]
             # SQLAlchemy's own text form for SQLite ('YYYY-MM-DD HH:MM:SS.ffffff'), so range
             # queries comparing with bound datetimes see exactly the right rows.
-            stamp = ("strftime('%Y-%m-%d %H:%M:%S', :created_at, 'unixepoch') || "
-                     "printf('.%06d', CAST(:created_at * 1000000 AS INTEGER) % 1000000)")
-            values = [stamp if n == "created_at" else f":{n}" for n in names]
+            at = f"?{names.index('created_at') + 1}"
+            stamp = (f"strftime('%Y-%m-%d %H:%M:%S', {at}, 'unixepoch') || "
+                     f"printf('.%06d', CAST({at} * 1000000 AS INTEGER) % 1000000)")
+            values = [stamp if n == "created_at" else f"?{i}" for i, n in enumerate(names, 1)]
+            self._values = operator.itemgetter(*names)
             self._sql = f"INSERT INTO requests ({', '.join(names)}) VALUES ({', '.join(values)})"
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -142,7 +147,7 @@ class SQLiteLedgerWriter:
     def _write(self, rows: list[dict[str, Any]]) -> None:
         conn = self._connect()
         with conn:
-            conn.executemany(self._sql, rows)
+            conn.executemany(self._sql, map(self._values, rows))
 
     async def __call__(self, rows: list[dict[str, Any]]) -> None:
         await asyncio.to_thread(self._write, rows)
