@@ -268,11 +268,17 @@ def test_usage_is_counted_locally_when_the_upstream_sends_none(gw: Server, mock_
 
 
 def test_key_secret_is_never_stored_or_logged(gw: Server) -> None:
-    key = create_key(gw, name="secret-check")
+    key = create_key(gw, name="secret-check", rpm=1)
     chat(gw, key["key"])
-    chat(gw, key["key"] + "x")  # a wrong key, logged nowhere either
+    limited = chat(gw, key["key"])  # a 429 names the key's id, never the key
+    wrong = chat(gw, key["key"] + "x")  # a wrong key, echoed and logged nowhere either
     time.sleep(0.5)
     secret = key["key"]
+    assert limited[0] == 429 and key["id"] in limited[2]["error"]["message"]
+    assert wrong[0] == 401
+    for answer in (limited, wrong):
+        assert secret not in json.dumps(answer[2]) and secret not in json.dumps(answer[1])
+    assert secret not in http("GET", f"{gw.url}/metrics", key=None)[2]
     digests = {hashlib.sha256(secret.encode()).hexdigest(), hashlib.sha1(secret.encode()).hexdigest()}
     with sqlite3.connect(gw.db) as conn:
         dump = "\n".join(conn.iterdump())
@@ -304,3 +310,31 @@ def test_budget_alert_reaches_the_webhook_once(gw: Server, webhook: Webhook, moc
     assert "budget_threshold" in gw.output()  # and in the log
     metrics = http("GET", f"{gw.url}/metrics", key=None)[2]
     assert 'faregate_spend_alerts_total{kind="budget_threshold"}' in metrics
+
+
+def test_streams_settle_budgets_and_free_slots_even_when_the_client_leaves(gw: Server, mock_settings) -> None:
+    import httpx
+
+    mock_settings(tokens=30, itl_ms=20)
+    key = create_key(gw, budget_usd="1", max_parallel=1)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "max_tokens": 30}
+    auth = {"authorization": f"Bearer {key['key']}"}
+    with httpx.Client(base_url=gw.url, timeout=30) as client:
+        # a stream read to the end is settled at its real cost
+        with client.stream("POST", "/v1/chat/completions", json=body, headers=auth) as resp:
+            assert resp.status_code == 200
+            streamed_id = resp.headers["x-request-id"]
+            assert "[DONE]" in "".join(resp.iter_text())
+        # a stream the client abandons after the first chunk frees its slot and is settled too
+        with client.stream("POST", "/v1/chat/completions", json=body, headers=auth) as resp:
+            abandoned_id = resp.headers["x-request-id"]
+            next(resp.iter_bytes())
+        time.sleep(0.3)
+        status, headers, _ = chat(gw, key["key"], max_tokens=5)  # max_parallel=1: the slot is free
+    assert status == 200
+    rows = [ledger(gw.db, rid) for rid in (streamed_id, abandoned_id, headers["x-request-id"])]
+    assert all(r["cost_nusd"] > 0 for r in rows)
+    assert rows[1]["output_tokens"] < rows[0]["output_tokens"]  # it was cut short
+    spent = sum(Decimal(r["cost_nusd"]) for r in rows) / 10**9
+    assert Decimal(headers["x-faregate-key-spend"]) == spent
