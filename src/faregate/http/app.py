@@ -31,6 +31,8 @@ from faregate.http.routes import admin, health, messages, metrics, models, opena
 log = logging.getLogger("faregate")
 
 
+GC_GEN0_THRESHOLD = 20_000
+
 ROUTERS = (openai.router, messages.router, models.router, health.router, metrics.router, ws.router, admin.router)
 
 
@@ -45,6 +47,12 @@ def create_app(config: Config) -> FastAPI:
         # load before, ~1 ms after).
         gc.collect()
         gc.freeze()
+        # A collection every 700 allocations (Python's default), and the older-generation ones
+        # it triggers, traverse the objects of every request in flight — at 200 concurrent
+        # requests that was the gateway's largest single cost (measured: 560-610 µs of CPU per request at max
+        # load, 390-490 µs with 20,000). Request garbage is freed by reference counting; only
+        # cycles wait for the collector, so a larger threshold only delays freeing those.
+        gc.set_threshold(GC_GEN0_THRESHOLD, 10, 10)
         try:
             yield
         finally:
