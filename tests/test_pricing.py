@@ -68,3 +68,20 @@ def test_tokens_from_openai_and_translated_anthropic_usage() -> None:
                            "cache_creation_input_tokens": 25}
     assert Tokens.from_usage(anthropic_canonical) == Tokens(input=70, cached_input=30, cache_write=25, output=5)
     assert Tokens.from_usage(None) == Tokens()
+
+
+async def test_prices_resolved_out_of_process_equal_the_in_process_ones() -> None:
+    """The gateway resolves prices in a child process (genai-prices stays out of the worker);
+    the answer must be the same, tiered prices included (costed through the library)."""
+    entries = [{"model": "openai/gpt-4o-mini"}, {"model": "anthropic/claude-haiku-4-5"},
+               {"model": "openai/gpt-5.4"},  # tiered in genai-prices
+               {"model": "openai/not-a-model-xyz"}, {"model": "local/smollm2"},
+               {"model": "openai/x", "input_cost_per_token": "0.000001", "output_cost_per_token": "0.000003"}]
+    inproc, outproc = book(*entries), book(*entries)
+    inproc.load()
+    await outproc.load_out_of_process()
+    assert outproc.loaded
+    for i in range(len(entries)):
+        for tokens in (Tokens(input=1234, cached_input=100, cache_write=50, output=77),
+                       Tokens(input=300_000, output=10)):  # past a tier's threshold
+            assert outproc.cost(f"g{i}#0", tokens) == inproc.cost(f"g{i}#0", tokens), entries[i]

@@ -107,7 +107,7 @@ class Gateway:
             engine = await self.db()
             self._starting.append(asyncio.create_task(
                 self.directory.run(engine, self.config.limits.key_refresh_seconds, self.redis)))
-            await asyncio.to_thread(self.prices.load)
+            await self.prices.load_out_of_process()
             await self.ledger_writer.open()
             if self.config.alerts.enabled and self._alerts_leader():
                 from faregate.accounting.alerts import AlertMonitor

@@ -143,14 +143,30 @@ def _from_library(model: str, provider: str) -> FlatPrice | _LibraryPrice | None
                      cached_input=per_token(rates["cache_read_mtok"]), cache_write=per_token(rates["cache_write_mtok"]))
 
 
+class _LazyLibraryPrice:
+    """A tiered price, found by a resolver process: genai-prices is imported into this process
+    only when such a deployment is first costed."""
+
+    __slots__ = ("model", "provider", "_price")
+
+    def __init__(self, model: str, provider: str) -> None:
+        self.model, self.provider, self._price = model, provider, None
+
+    def cost(self, t: Tokens) -> Cost:
+        if self._price is None:
+            self._price = _from_library(self.model, self.provider)
+        return UNPRICED if self._price is None else self._price.cost(t)
+
+
 class PriceBook:
-    """Deployment id -> price, resolved once by `load()` (genai-prices takes ~0.3 s to import
-    and index: the gateway loads it in a thread once serving; a cost asked before then loads it
-    on the spot)."""
+    """Deployment id -> price, resolved once. genai-prices takes ~0.3 s to import and index and
+    keeps ~5 MB: the gateway resolves its prices in a short-lived child process once serving
+    (`load_out_of_process`, see accounting/price_resolver.py), so a worker holds only the
+    figures; `load()` does it in-process (tests, and a cost asked before the child answered)."""
 
     def __init__(self, deployments: Iterable[Deployment]) -> None:
         self._deployments = list(deployments)
-        self._prices: dict[str, FlatPrice | _LibraryPrice | None] = {}
+        self._prices: dict[str, FlatPrice | _LibraryPrice | _LazyLibraryPrice | None] = {}
         self._lock = threading.Lock()
         self.loaded = False
 
@@ -160,20 +176,78 @@ class PriceBook:
                 self._prices = {dep.id: self._resolve(dep) for dep in self._deployments}
                 self.loaded = True
 
+    async def load_out_of_process(self) -> None:
+        """Resolve in a child process; fall back to `load()` in a thread if that fails."""
+        import asyncio
+        import json
+        import sys
+
+        request = json.dumps([dep_spec(d) for d in self._deployments]).encode()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "faregate.accounting.price_resolver", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await proc.communicate(request)
+            if proc.returncode != 0:
+                raise RuntimeError(err.decode(errors="replace")[-500:])
+            resolved = {k: price_from_json(v) for k, v in json.loads(out).items()}
+        except Exception as exc:  # never fatal: the in-process path gives the same answer
+            log.warning("price resolver process failed (%s); resolving in-process", exc)
+            await asyncio.to_thread(self.load)
+            return
+        with self._lock:
+            if not self.loaded:
+                self._prices = resolved
+                self.loaded = True
+
     @staticmethod
     def _resolve(dep: Deployment) -> FlatPrice | _LibraryPrice | None:
-        if dep.input_cost_per_token is not None or dep.output_cost_per_token is not None:
-            return FlatPrice(input=dep.input_cost_per_token or ZERO, output=dep.output_cost_per_token or ZERO)
-        if dep.provider == "local":
-            return FlatPrice(input=ZERO, output=ZERO)  # runs in-process: no bill (set a price to charge GPU time)
-        price = _from_library(dep.upstream_model, dep.litellm_provider)
-        if price is None:
-            log.info("no price known for deployment %s (%s/%s): its requests are recorded as unpriced; "
-                     "set input_cost_per_token/output_cost_per_token", dep.id, dep.litellm_provider, dep.upstream_model)
-        return price
+        return resolve(dep_spec(dep))
 
     def cost(self, deployment_id: str, tokens: Tokens) -> Cost:
         if not self.loaded:
             self.load()
         price = self._prices.get(deployment_id)
         return UNPRICED if price is None else price.cost(tokens)
+
+
+# -- resolution, shared by PriceBook.load() and the resolver process -------------------------
+
+def dep_spec(dep: Deployment) -> dict[str, Any]:
+    """What resolving a deployment's price needs, as JSON."""
+    return {"id": dep.id, "provider": dep.provider, "litellm_provider": dep.litellm_provider,
+            "upstream_model": dep.upstream_model,
+            "input_cost_per_token": None if dep.input_cost_per_token is None else str(dep.input_cost_per_token),
+            "output_cost_per_token": None if dep.output_cost_per_token is None else str(dep.output_cost_per_token)}
+
+
+def resolve(spec: Mapping[str, Any]) -> FlatPrice | _LibraryPrice | None:
+    inp, out = spec["input_cost_per_token"], spec["output_cost_per_token"]
+    if inp is not None or out is not None:
+        return FlatPrice(input=Decimal(inp or 0), output=Decimal(out or 0))
+    if spec["provider"] == "local":
+        return FlatPrice(input=ZERO, output=ZERO)  # runs in-process: no bill (set a price to charge GPU time)
+    price = _from_library(spec["upstream_model"], spec["litellm_provider"])
+    if price is None:
+        log.info("no price known for deployment %s (%s/%s): its requests are recorded as unpriced; "
+                 "set input_cost_per_token/output_cost_per_token", spec["id"], spec["litellm_provider"],
+                 spec["upstream_model"])
+    return price
+
+
+def price_to_json(price: FlatPrice | _LibraryPrice | None, spec: Mapping[str, Any]) -> Any:
+    if price is None:
+        return None
+    if isinstance(price, FlatPrice):
+        return {k: None if v is None else str(v) for k, v in
+                (("input", price.input), ("output", price.output), ("cached_input", price.cached_input),
+                 ("cache_write", price.cache_write))}
+    return {"library": [spec["upstream_model"], spec["litellm_provider"]]}
+
+
+def price_from_json(data: Any) -> FlatPrice | _LazyLibraryPrice | None:
+    if data is None:
+        return None
+    if "library" in data:
+        return _LazyLibraryPrice(*data["library"])
+    return FlatPrice(**{k: None if v is None else Decimal(v) for k, v in data.items()})  # type: ignore[arg-type]
