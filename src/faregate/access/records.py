@@ -51,11 +51,10 @@ class Subject:
     kind: SubjectKind
     id: str
     limits: Limits = field(default_factory=Limits)
+    scope: str = field(init=False, compare=False)  # counters' name: 'key:abc', 'user:alice', 'team:ml'
 
-    @property
-    def scope(self) -> str:
-        """Stable name for counters: 'key:abc', 'user:alice', 'team:ml'."""
-        return f"{self.kind}:{self.id}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scope", f"{self.kind}:{self.id}")
 
 
 @dataclass(frozen=True, slots=True)
