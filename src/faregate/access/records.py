@@ -100,6 +100,10 @@ class Principal:
     key: KeyRecord | None = None
     subjects: tuple[Subject, ...] = ()
     is_master: bool = False
+    plan: AccessPlan = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plan", AccessPlan.of(self.subjects))
 
     @property
     def user_id(self) -> str | None:
@@ -115,6 +119,45 @@ class Principal:
             if models is not None and model_group not in models:
                 return False
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPlan:
+    """Which of a principal's subjects carry which limit, worked out once per principal (the
+    directory caches principals), so admission per request touches only what applies."""
+
+    rpm: tuple[Subject, ...] = ()
+    tpm: tuple[Subject, ...] = ()
+    parallel: tuple[Subject, ...] = ()
+    spend: tuple[Subject, ...] = ()  # budgets, and the key itself (its spend is always kept)
+    budgeted: bool = False  # some subject has a real budget (not only the key's spend counter)
+    models_restricted: bool = False
+    conversation_max_requests: int | None = None  # the tightest of the subjects'
+    conversation_max_cost_nusd: int | None = None
+    needs_tokens: bool = False  # a TPM limit or a budget needs the prompt estimated
+
+    @property
+    def empty(self) -> bool:
+        return not (self.rpm or self.tpm or self.parallel or self.spend or self.models_restricted
+                    or self.conversation_max_requests or self.conversation_max_cost_nusd)
+
+    @classmethod
+    def of(cls, subjects: tuple[Subject, ...]) -> AccessPlan:
+        lims = [s.limits for s in subjects]
+        conv_req = [x.conversation_max_requests for x in lims if x.conversation_max_requests is not None]
+        conv_cost = [x.conversation_max_cost_nusd for x in lims if x.conversation_max_cost_nusd is not None]
+        budgeted = any(x.budget_nusd is not None for x in lims)
+        return cls(
+            rpm=tuple(s for s in subjects if s.limits.rpm),
+            tpm=tuple(s for s in subjects if s.limits.tpm),
+            parallel=tuple(s for s in subjects if s.limits.max_parallel),
+            spend=tuple(s for s in subjects if s.limits.budget_nusd is not None or s.kind == "key"),
+            budgeted=budgeted,
+            models_restricted=any(x.models is not None for x in lims),
+            conversation_max_requests=min(conv_req) if conv_req else None,
+            conversation_max_cost_nusd=min(conv_cost) if conv_cost else None,
+            needs_tokens=budgeted or bool(conv_cost) or any(x.tpm for x in lims),
+        )
 
 
 MASTER = Principal("master", is_master=True)

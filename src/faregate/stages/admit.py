@@ -83,48 +83,47 @@ class Admit:
 
     async def _admit(self, call: Call) -> bool:
         p: Principal = call.principal  # type: ignore[assignment]
-        subjects = p.subjects
+        plan = p.plan
         conversation = call.headers.get("x-faregate-conversation-id")
-        if not subjects and (conversation is None or self._conv_default == (None, None)):
+        if plan.empty and (conversation is None or self._conv_default == (None, None)):
             return False  # master, anonymous: nothing to count
-        if not p.may_call(call.model):
+        if plan.models_restricted and not p.may_call(call.model):
             raise GatewayError(403, f"{_whose(p)} may not call model '{call.model}'. Ask an admin to add it to the "
                                "key's, user's or team's `models`.", type="permission_error",
                                code="model_not_allowed", param="model")
         adm = call.admission = Admission()
-        conv_requests, conv_cost = self._conversation_limits(subjects)
+        conv_requests = _tightest(self._conv_default[0], plan.conversation_max_requests)
+        conv_cost = _tightest(self._conv_default[1], plan.conversation_max_cost_nusd)
         conv_scope = f"conv:{p.id}:{conversation}" if conversation else None
+        limiter = self.limiter
         try:
-            if conv_scope and conv_requests is not None and not await self.limiter.hit_count(
+            if conv_scope and conv_requests is not None and not await limiter.hit_count(
                     conv_scope, conv_requests, self.settings.conversation_window_seconds):
                 raise _refused(429, "conversation_requests_exceeded",
                                f"Conversation '{conversation}' reached its limit of {conv_requests} requests.",
                                retry_after=None)
-            for s in subjects:
-                if s.limits.rpm and not await self.limiter.hit_requests(s.scope, s.limits.rpm):
+            for s in plan.rpm:
+                if not await limiter.hit_requests(s.scope, s.limits.rpm):  # type: ignore[arg-type]
                     raise await self._rate_limited(s, "rpm")
-            need_tokens = conv_cost is not None or any(s.limits.tpm or s.limits.budget_nusd is not None for s in subjects)
             max_out = 0
-            if need_tokens:
+            if plan.needs_tokens or (conv_scope and conv_cost is not None):
                 size = call.headers.get("content-length")
                 call.prompt_estimate = await self.counter.aprompt(
                     call.endpoint, call.body, call.model, int(size) if size and size.isdigit() else 0)
                 max_out = max_output_tokens(call.body, self.settings.default_max_tokens)
-            for s in subjects:
-                if s.limits.tpm:
-                    hold = await self.limiter.hit_tokens(s.scope, s.limits.tpm, (call.prompt_estimate or 0) + max_out)
-                    if hold is None:
-                        raise await self._rate_limited(s, "tpm")
-                    adm.holds.append(hold)
-            for s in subjects:
-                if s.limits.max_parallel:
-                    if not await self.limiter.acquire_parallel(s.scope, s.limits.max_parallel, call.request_id,
-                                                               self.max_request_seconds):
-                        raise _refused(429, f"{s.kind}_parallel_exceeded",
-                                       f"{_name(s)} already has {s.limits.max_parallel} requests in flight "
-                                       "(max_parallel). Retry when one finishes.", retry_after=1)
-                    adm.slots.append(s.scope)
-            await self._reserve(call, adm, subjects, conv_scope, conv_cost, max_out)
+            for s in plan.tpm:
+                hold = await limiter.hit_tokens(s.scope, s.limits.tpm, (call.prompt_estimate or 0) + max_out)  # type: ignore[arg-type]
+                if hold is None:
+                    raise await self._rate_limited(s, "tpm")
+                adm.holds.append(hold)
+            for s in plan.parallel:
+                if not await limiter.acquire_parallel(s.scope, s.limits.max_parallel, call.request_id,  # type: ignore[arg-type]
+                                                      self.max_request_seconds):
+                    raise _refused(429, f"{s.kind}_parallel_exceeded",
+                                   f"{_name(s)} already has {s.limits.max_parallel} requests in flight "
+                                   "(max_parallel). Retry when one finishes.", retry_after=1)
+                adm.slots.append(s.scope)
+            await self._reserve(call, adm, plan.spend, conv_scope, conv_cost, max_out)
         except GatewayError:
             await self._release(call, adm, actual_tokens=0)
             call.admission = None
@@ -169,7 +168,11 @@ class Admit:
             owners.append(None)
         if not counters:
             return
-        amount = self._max_cost(call, max_out) if any(c[1] != UNLIMITED for c in counters) else 0
+        if all(c[1] == UNLIMITED for c in counters):  # only the key's spend is kept: nothing to reserve
+            adm.counters = [c[0] for c in counters]
+            adm.key_counter = counters[0][0] if owners[0] is not None and owners[0].kind == "key" else None
+            return
+        amount = self._max_cost(call, max_out)
         refused = await self.budgets.reserve(counters, amount)
         if refused is not None:
             owner = owners[refused]
@@ -202,16 +205,6 @@ class Admit:
         return best
 
     # -- helpers ------------------------------------------------------------------------------
-
-    def _conversation_limits(self, subjects: tuple[Subject, ...]) -> tuple[int | None, int | None]:
-        requests, cost = self._conv_default
-        for s in subjects:
-            lim = s.limits
-            if lim.conversation_max_requests is not None:
-                requests = min(requests or lim.conversation_max_requests, lim.conversation_max_requests)
-            if lim.conversation_max_cost_nusd is not None:
-                cost = min(cost or lim.conversation_max_cost_nusd, lim.conversation_max_cost_nusd)
-        return requests, cost
 
     async def _release(self, call: Call, adm: Admission, actual_tokens: int) -> None:
         for hold in adm.holds:
@@ -253,6 +246,10 @@ def _warn_once(exc: BaseException) -> None:
     if now - _last_warning > 10:
         _last_warning = now
         log.warning("limits/budgets state unreachable (%s: %s): admitting without them", type(exc).__name__, exc)
+
+
+def _tightest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _refused(status: int, code: str, message: str, *, retry_after: float | None,
