@@ -67,6 +67,7 @@ def test_rpm_is_one_global_limit_across_replicas(pair) -> None:
     time.sleep(0.3)  # b hears of the key
     statuses = asyncio.run(_fire([a.url, b.url], key["key"], n=300, concurrency=20))
     ok = statuses.count(200)
+    print(f"global rpm 100 over two replicas: {ok} of 300 admitted")
     # LiteLLM lets limit x replicas through; one global window lets exactly the limit through.
     assert abs(ok - 100) <= 1, ok
     assert statuses.count(429) == 300 - ok
@@ -99,6 +100,8 @@ def test_budget_holds_under_200_concurrent_requests_on_two_replicas(pair, mock_s
 
     n, total, largest = asyncio.run(spent())
     budget_nusd = int(budget * 10**9)
+    print(f"budget {budget_nusd} nUSD, 200 concurrent on two replicas: {n} answered, spent {total} nUSD, "
+          f"largest request {largest} nUSD")
     assert total <= budget_nusd + largest, (total, budget_nusd, largest)  # overshoot ≤ one request
     per_request = IN_PRICE * 8 + OUT_PRICE * 20
     assert n >= int(budget / per_request) - 3  # and the budget is actually usable, not over-reserved
