@@ -78,6 +78,9 @@ def _max_rps(r: dict[str, Any]) -> list[str]:
                       "srv CPU us/req", "mock CPU%", "cpu0/cpu1 busy%"], rows))
     if "direct" in mx:
         ideal = s["max_connections"] / (s["upstream_latency_ms"] / 1000)
+        if any(x.get("rps_runs") and len(x["rps_runs"]) > 1 for x in mx.values()):
+            runs = "; ".join(f"{n} {', '.join(f'{v:.0f}' for v in x.get('rps_runs', []))}" for n, x in mx.items())
+            out.append(f"(each row is the run with the median RPS; every run's RPS: {runs})")
         out.append(f"(client: {s.get('max_rps_client', 'loadgen.py')}; direct = the harness ceiling: the client and "
                    f"the mock alone reach {mx['direct']['rps']:.0f} RPS of the ideal {ideal:.0f}. {m['pinning']}: "
                    f"if cpu1 is not near 100% busy, the harness did not hold a server back.)")
