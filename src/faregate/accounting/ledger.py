@@ -41,7 +41,7 @@ def ledger_row(call: Call) -> dict[str, Any]:
     # A stream's 200 went out with its first byte; a later failure shows in error_code.
     status = 200 if (err is None or call.stream is not None) else err.status
     end = call.finished_at or call.started
-    headers = call.headers
+    feature, conversation = _attribution(call.headers)
     return {
         "request_id": call.request_id,
         "created_at": call.received_at,  # epoch seconds; a datetime by the writer
@@ -51,8 +51,8 @@ def ledger_row(call: Call) -> dict[str, Any]:
         "user_id": principal.user_id if principal else None,
         "team_id": principal.team_id if principal else None,
         "end_user": end_user if isinstance(end_user, str) else None,
-        "feature": headers.get("x-faregate-feature"),
-        "conversation_id": headers.get("x-faregate-conversation-id"),
+        "feature": feature,
+        "conversation_id": conversation,
         "requested_model": call.model,
         "deployment": dep.id if dep else None,
         "provider": dep.provider if dep else None,
@@ -74,6 +74,22 @@ def ledger_row(call: Call) -> dict[str, Any]:
         "tags": orjson.dumps(tags).decode() if isinstance(tags, dict) and tags else None,
         "client_request_id": call.client_request_id,
     }
+
+
+def _attribution(headers: Any) -> tuple[str | None, str | None]:
+    """(x-faregate-feature, x-faregate-conversation-id) in one pass over the raw headers
+    (Starlette's `Headers.get` scans and decodes them per lookup)."""
+    raw = getattr(headers, "raw", None)
+    if raw is None:  # a plain mapping (tests, the WebSocket's handshake headers)
+        return headers.get("x-faregate-feature"), headers.get("x-faregate-conversation-id")
+    feature = conversation = None
+    for name, value in raw:
+        if name.startswith(b"x-faregate-"):
+            if name == b"x-faregate-feature":
+                feature = value.decode("latin-1")
+            elif name == b"x-faregate-conversation-id":
+                conversation = value.decode("latin-1")
+    return feature, conversation
 
 
 class LedgerWriter:

@@ -261,9 +261,11 @@ def max_output_tokens(body: dict, default: int) -> int:
         if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
             limit = v
             break
-    copies = max((v for k in ("n", "best_of") if isinstance(v := body.get(k), int)
-                  and not isinstance(v, bool)), default=1)
-    return limit * copies if copies > 1 else limit
+    copies = 1
+    for v in (body.get("n"), body.get("best_of")):
+        if type(v) is int and v > copies:
+            copies = v
+    return limit * copies
 
 
 COUNTER = TokenCounter()

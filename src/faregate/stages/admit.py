@@ -84,9 +84,11 @@ class Admit:
     async def _admit(self, call: Call) -> bool:
         p: Principal = call.principal  # type: ignore[assignment]
         plan = p.plan
-        conversation = call.headers.get("x-faregate-conversation-id")
-        if plan.empty and (conversation is None or self._conv_default == (None, None)):
+        if plan.empty and self._conv_default == (None, None):
             return False  # master, anonymous: nothing to count
+        conversation = call.headers.get("x-faregate-conversation-id")
+        if plan.empty and conversation is None:
+            return False
         if plan.models_restricted and not p.may_call(call.model):
             raise GatewayError(403, f"{_whose(p)} may not call model '{call.model}'. Ask an admin to add it to the "
                                "key's, user's or team's `models`.", type="permission_error",
