@@ -13,6 +13,7 @@ from typing import Any
 from faregate.access.budget import Budgets
 from faregate.access.directory import Directory
 from faregate.access.limiter import Limiter
+from faregate.access.records import AccessPlan
 from faregate.access.secrets import KeyHasher
 from faregate.access.seeding import budget_statuses, seed_budgets
 from faregate.accounting.ledger import ledger_writer
@@ -123,17 +124,16 @@ class Gateway:
     async def _prepare_access(self, directory: Directory) -> None:
         """Load the rate limiter and the tokenizer (~50 MB) only once some key, user, team or
         deployment has a limit that needs them — off the request path, in a thread."""
-        limits = [k.limits for k in directory.key_records() if not k.revoked] + [s.limits for s in directory.subjects()]
+        every = AccessPlan.of(tuple(directory.live_subjects()))  # what all of them together need
         cfg = self.config.limits
         deps = self.deployments
         if self.limiter.storage is None and (
                 cfg.conversation_max_requests or any(d.rpm or d.tpm for d in deps)
-                or any(x.rpm or x.tpm or x.max_parallel or x.conversation_max_requests for x in limits)):
+                or every.rpm or every.tpm or every.parallel or every.conversation_max_requests):
             await asyncio.to_thread(importlib.import_module, "limits.aio.strategies")
             self.limiter.prepare()
         if not self.tokens.loaded and (
-                cfg.conversation_max_cost_usd is not None or any(d.tpm for d in deps)
-                or any(x.tpm or x.budget_nusd is not None or x.conversation_max_cost_nusd for x in limits)):
+                cfg.conversation_max_cost_usd is not None or any(d.tpm for d in deps) or every.needs_tokens):
             self._starting.append(asyncio.create_task(self._load_tokens()))
 
     async def _load_tokens(self) -> None:

@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from faregate.access.records import KeyRecord, Principal, Subject, SubjectKind
+from faregate.access.records import KeyRecord, Limits, Principal, Subject, SubjectKind
 from faregate.access.secrets import KeyHasher
 from faregate.core.errors import GatewayError
 
@@ -75,17 +75,9 @@ class Directory:
 
     # -- writes (admin API on this replica, and refreshes) ------------------------------------
 
-    def key(self, key_id: str) -> KeyRecord | None:
-        return self._by_id.get(key_id)
-
-    def key_records(self) -> list[KeyRecord]:
-        return list(self._by_id.values())
-
-    def subjects(self) -> list[Subject]:
-        return list(self._subjects.values())
-
-    def subject(self, kind: SubjectKind, sid: str) -> Subject | None:
-        return self._subjects.get((kind, sid))
+    def live_subjects(self) -> list[Subject]:
+        """Every key that is not revoked, and every user and team."""
+        return [k.subject for k in self._by_id.values() if not k.revoked] + list(self._subjects.values())
 
     def put_key(self, record: KeyRecord) -> None:
         old = self._by_id.get(record.id)
@@ -95,12 +87,6 @@ class Directory:
         if not record.revoked:
             self._by_hash[record.key_hash] = record
         self._principals.pop(record.id, None)
-
-    def drop_key(self, key_id: str) -> None:
-        old = self._by_id.pop(key_id, None)
-        if old is not None:
-            self._by_hash.pop(old.key_hash, None)
-        self._principals.pop(key_id, None)
 
     def put_subject(self, subject: Subject) -> None:
         self._subjects[(subject.kind, subject.id)] = subject
@@ -133,8 +119,6 @@ class Directory:
             newest = updated if newest is None or updated > newest else newest
         self._since = newest
         subjects: dict[tuple[str, str], Subject] = {}
-        from faregate.access.records import Limits
-
         for kind, rows in subject_rows.items():
             for row in rows:
                 subjects[(kind, row["id"])] = Subject(kind, row["id"], Limits.from_row(row))  # type: ignore[arg-type]

@@ -196,7 +196,3 @@ class Limiter:
                 self._parallel.pop(scope, None)
             return
         await self.redis.zrem(f"faregate:parallel:{scope}", request_id)
-
-    def parallel_in_use(self, scope: str) -> int:
-        """In-process count only (for tests and metrics of the embedded default)."""
-        return self._parallel.get(scope, 0)

@@ -25,7 +25,7 @@ _COLUMN = {"key": "key_id", "user": "user_id", "team": "team_id"}
 
 async def seed_budgets(directory: Directory, budgets: Budgets, engine: Any) -> None:
     now = dt.datetime.now(dt.UTC)
-    subjects: list[Subject] = [k.subject for k in directory.key_records() if not k.revoked] + directory.subjects()
+    subjects: list[Subject] = directory.live_subjects()
     pending: dict[tuple[str, str, dt.datetime | None], list[tuple[Subject, str, int]]] = defaultdict(list)
     for s in subjects:
         if s.limits.budget_nusd is None and s.kind != "key":  # a key's spend is always kept
@@ -48,7 +48,7 @@ async def budget_statuses(directory: Directory, budgets: Budgets) -> list[Any]:
 
     now = dt.datetime.now(dt.UTC)
     out = []
-    for s in [k.subject for k in directory.key_records() if not k.revoked] + directory.subjects():
+    for s in directory.live_subjects():
         if s.limits.budget_nusd is None:
             continue
         period, _, _ = period_of(s.limits.budget_period, now)

@@ -21,13 +21,13 @@ from sqlalchemy.exc import IntegrityError
 
 from faregate.access.records import KeyRecord, Limits, Subject, SubjectKind
 from faregate.access.secrets import hint, new_key, new_key_id
+from faregate.accounting.ledger import usd
 from faregate.core.errors import GatewayError
 from faregate.storage.tables import keys, requests, teams, users
 
 if TYPE_CHECKING:
     from faregate.gateway import Gateway
 
-NANO = Decimal(1_000_000_000)
 MAX_NUSD = 2**63 - 1  # BIGINT
 MAX_USD = Decimal(MAX_NUSD).scaleb(-9)
 _MONEY = {"budget_usd": "budget_nusd", "conversation_max_cost_usd": "conversation_max_cost_nusd"}
@@ -59,12 +59,12 @@ def usd_to_nusd(value: Any, param: str) -> int:
 
 def nusd_to_usd(nusd: int | None) -> str | None:
     """Nano-dollars as an exact decimal string without trailing zeros (budgets)."""
-    return None if nusd is None else format((Decimal(int(nusd)) / NANO).normalize(), "f")
+    return None if nusd is None else format(usd(int(nusd)).normalize(), "f")
 
 
 def cost_usd(nusd: int | Decimal | None) -> str:
     """Nano-dollars as an exact decimal string with 9 decimals (spend, costs)."""
-    return f"{Decimal(int(nusd or 0)).scaleb(-9):.9f}"
+    return f"{usd(int(nusd or 0)):.9f}"
 
 
 def bad_request(message: str, param: str | None = None, code: str = "invalid_value") -> GatewayError:

@@ -173,7 +173,7 @@ class PriceBook:
     def load(self) -> None:
         with self._lock:
             if not self.loaded:
-                self._prices = {dep.id: self._resolve(dep) for dep in self._deployments}
+                self._prices = {dep.id: resolve(dep_spec(dep)) for dep in self._deployments}
                 self.loaded = True
 
     async def load_out_of_process(self) -> None:
@@ -199,10 +199,6 @@ class PriceBook:
             if not self.loaded:
                 self._prices = resolved
                 self.loaded = True
-
-    @staticmethod
-    def _resolve(dep: Deployment) -> FlatPrice | _LibraryPrice | None:
-        return resolve(dep_spec(dep))
 
     def cost(self, deployment_id: str, tokens: Tokens) -> Cost:
         if not self.loaded:

@@ -34,6 +34,8 @@ import orjson
 if TYPE_CHECKING:  # imported when the first encoding is built, off the start-up path
     import tiktoken
 
+    from faregate.core.call import Call
+
 _PATTERNS = {
     "cl100k_base": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
     "o200k_base": "|".join([
@@ -266,6 +268,16 @@ def max_output_tokens(body: dict, default: int) -> int:
         if type(v) is int and v > copies:
             copies = v
     return limit * copies
+
+
+async def call_estimate(counter: TokenCounter, call: Call, default_max_tokens: int) -> tuple[int, int]:
+    """(prompt tokens, most output tokens) of a call, for TPM limits and budget reservations;
+    the prompt is counted once per call (admission and every deployment's limit share it)."""
+    if call.prompt_estimate is None:
+        size = call.headers.get("content-length")
+        call.prompt_estimate = await counter.aprompt(call.endpoint, call.body, call.model,
+                                                     int(size) if size and size.isdigit() else 0)
+    return call.prompt_estimate, max_output_tokens(call.body, default_max_tokens)
 
 
 COUNTER = TokenCounter()

@@ -19,10 +19,10 @@ from decimal import Decimal
 
 from faregate.access.budget import UNLIMITED, Budgets, next_period_in, period_of
 from faregate.access.limiter import Limiter, TokenHold, Window
-from faregate.access.records import Principal, Subject
-from faregate.accounting.ledger import nano_usd
+from faregate.access.records import AccessPlan, Principal, Subject
+from faregate.accounting.ledger import nano_usd, usd
 from faregate.accounting.pricing import PriceBook, Tokens
-from faregate.accounting.tokens import TokenCounter, max_output_tokens
+from faregate.accounting.tokens import TokenCounter, call_estimate
 from faregate.config.schema import LimitSettings
 from faregate.core.call import Call
 from faregate.core.errors import GatewayError
@@ -107,14 +107,11 @@ class Admit:
             for s in plan.rpm:
                 if not await limiter.hit_requests(s.scope, s.limits.rpm):  # type: ignore[arg-type]
                     raise await self._rate_limited(s, "rpm")
-            max_out = 0
+            prompt = max_out = 0
             if plan.needs_tokens or (conv_scope and conv_cost is not None):
-                size = call.headers.get("content-length")
-                call.prompt_estimate = await self.counter.aprompt(
-                    call.endpoint, call.body, call.model, int(size) if size and size.isdigit() else 0)
-                max_out = max_output_tokens(call.body, self.settings.default_max_tokens)
+                prompt, max_out = await call_estimate(self.counter, call, self.settings.default_max_tokens)
             for s in plan.tpm:
-                hold = await limiter.hit_tokens(s.scope, s.limits.tpm, (call.prompt_estimate or 0) + max_out)  # type: ignore[arg-type]
+                hold = await limiter.hit_tokens(s.scope, s.limits.tpm, prompt + max_out)  # type: ignore[arg-type]
                 if hold is None:
                     raise await self._rate_limited(s, "tpm")
                 adm.holds.append(hold)
@@ -125,7 +122,7 @@ class Admit:
                                    f"{_name(s)} already has {s.limits.max_parallel} requests in flight "
                                    "(max_parallel). Retry when one finishes.", retry_after=1)
                 adm.slots.append(s.scope)
-            await self._reserve(call, adm, plan.spend, conv_scope, conv_cost, max_out)
+            await self._reserve(call, adm, plan, conv_scope, conv_cost, max_out)
         except GatewayError:
             await self._release(call, adm, actual_tokens=0)
             call.admission = None
@@ -153,26 +150,27 @@ class Admit:
 
     # -- budgets ------------------------------------------------------------------------------
 
-    async def _reserve(self, call: Call, adm: Admission, subjects: tuple[Subject, ...], conv_scope: str | None,
+    async def _reserve(self, call: Call, adm: Admission, plan: AccessPlan, conv_scope: str | None,
                        conv_cost: int | None, max_out: int) -> None:
         now = dt.datetime.now(dt.UTC)
         counters: list[tuple[str, int, int]] = []
         owners: list[Subject | None] = []
-        for s in subjects:
-            if s.limits.budget_nusd is not None or s.kind == "key":  # a key's spend is always kept
-                period, _, ttl = period_of(s.limits.budget_period, now)
-                budget = s.limits.budget_nusd if s.limits.budget_nusd is not None else UNLIMITED
-                counters.append((f"{s.scope}@{period}", budget, ttl))
-                owners.append(s)
-        if conv_scope and conv_cost is not None:
+        for s in plan.spend:  # budgets, and the key (its spend is always kept)
+            period, _, ttl = period_of(s.limits.budget_period, now)
+            budget = s.limits.budget_nusd if s.limits.budget_nusd is not None else UNLIMITED
+            counters.append((f"{s.scope}@{period}", budget, ttl))
+            owners.append(s)
+        conversation = conv_scope is not None and conv_cost is not None
+        if conversation:
             window = self.settings.conversation_window_seconds
-            counters.append((f"{conv_scope}@{int(time.time() // window)}", conv_cost, 2 * window))
+            counters.append((f"{conv_scope}@{int(time.time() // window)}", conv_cost, 2 * window))  # type: ignore[arg-type]
             owners.append(None)
         if not counters:
             return
-        if all(c[1] == UNLIMITED for c in counters):  # only the key's spend is kept: nothing to reserve
-            adm.counters = [c[0] for c in counters]
-            adm.key_counter = counters[0][0] if owners[0] is not None and owners[0].kind == "key" else None
+        if owners[0] is not None and owners[0].kind == "key":
+            adm.key_counter = counters[0][0]
+        adm.counters = [c[0] for c in counters]
+        if not (plan.budgeted or conversation):  # only the key's spend is kept: nothing to reserve
             return
         amount = self._max_cost(call, max_out)
         refused = await self.budgets.reserve(counters, amount)
@@ -187,10 +185,7 @@ class Admit:
                            f"${_usd(owner.limits.budget_nusd)} per {owner.limits.budget_period or 'lifetime'} and this "
                            f"request may cost up to ${_usd(amount)}. Lower max_tokens, or ask an admin to raise the budget.",
                            retry_after=reset, kind="insufficient_quota")
-        adm.counters = [c[0] for c in counters]
         adm.reserved = amount
-        if owners[0] is not None and owners[0].kind == "key":
-            adm.key_counter = counters[0][0]
 
     def _max_cost(self, call: Call, max_out: int) -> int:
         """The most this call can cost: prompt estimate and max output at the dearest price
@@ -284,4 +279,4 @@ def _whose(p: Principal) -> str:
 
 
 def _usd(nusd: int | None) -> str:
-    return str((Decimal(nusd or 0) / Decimal(1_000_000_000)).normalize())
+    return str(usd(nusd or 0).normalize())

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from faregate.access.limiter import Limiter, TokenHold
-from faregate.accounting.tokens import TokenCounter, max_output_tokens
+from faregate.accounting.tokens import TokenCounter, call_estimate
 from faregate.core.call import Call
 from faregate.core.errors import GatewayError, upstream_unavailable
 from faregate.providers.base import Provider
@@ -85,11 +85,8 @@ class Invoke:
             return GatewayError(429, f"Every deployment of '{call.model}' is at its requests-per-minute limit.",
                                 type="rate_limit_error", code="deployment_rpm_exceeded", headers={"retry-after": "1"})
         if dep.tpm and self.counter is not None:
-            if call.prompt_estimate is None:
-                await self.counter.ready()
-                call.prompt_estimate = self.counter.prompt(call.endpoint, call.body, call.model)
-            need = call.prompt_estimate + max_output_tokens(call.body, self.default_max_tokens)
-            hold = await self.limiter.hit_tokens(scope, dep.tpm, need)
+            prompt, max_out = await call_estimate(self.counter, call, self.default_max_tokens)
+            hold = await self.limiter.hit_tokens(scope, dep.tpm, prompt + max_out)
             if hold is None:
                 return GatewayError(429, f"Every deployment of '{call.model}' is at its tokens-per-minute limit.",
                                     type="rate_limit_error", code="deployment_tpm_exceeded", headers={"retry-after": "1"})
