@@ -10,7 +10,7 @@ usage, `Decimal`, to 1e-9 USD. No I/O here: admit settles on these figures, acco
 from __future__ import annotations
 
 from faregate.accounting.pricing import PriceBook, Tokens
-from faregate.accounting.tokens import TokenCounter
+from faregate.accounting.tokens import TokenCounter, call_estimate
 from faregate.core.call import Call
 
 
@@ -26,17 +26,14 @@ class Meter:
 
     async def after(self, call: Call) -> None:
         if not call.usage and call.deployment is not None and (call.response is not None or call.stream is not None):
-            await self.counter.ready()
-            self._estimate(call)
+            await self._estimate(call)
         tokens = call.tokens = Tokens.from_usage(call.usage)
         if call.deployment is not None and call.usage:
             call.cost = self.prices.cost(call.deployment.id, tokens)
 
-    def _estimate(self, call: Call) -> None:
+    async def _estimate(self, call: Call) -> None:
         counter, model = self.counter, call.model
-        prompt = call.prompt_estimate
-        if prompt is None:
-            prompt = counter.prompt(call.endpoint, call.body, model)
+        prompt, _ = await call_estimate(counter, call, 0)  # admission's count when it made one
         if call.response is not None:
             output = counter.completion(call.endpoint, call.response, model)
         else:
