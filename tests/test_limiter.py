@@ -13,8 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 from limits.aio.storage import MemoryStorage
 
-from faregate.access.limiter import Limiter
+from faregate.access.limiter import Limiter, LimitRefused
 from faregate.access.memory_storage import LoopLocalStorage
+from faregate.access.records import AccessPlan, Limits, Subject
 
 
 @pytest.fixture
@@ -106,3 +107,69 @@ async def test_redis_parallel_slots_of_a_dead_replica_expire(redis_server) -> No
         assert await lim.acquire_parallel("key:y", 1, "next", max_seconds=0.2)
     finally:
         await client.aclose()
+
+
+async def test_acquire_all_takes_every_window_or_none(clock: list[float]) -> None:
+    """The batched admission call decides each window as the single calls do, and a refusal by
+    any window leaves every other one untouched."""
+    s = LoopLocalStorage()
+    for _ in range(2):
+        assert s.acquire_all([("m1", 5), ("m2", 2)], [("s1", 100)], [40]) == -1
+    assert s.acquire_all([("m1", 5), ("m2", 2)], [("s1", 100)], [10]) == 1  # m2 is full
+    assert s.acquire_all([("m1", 5)], [("s1", 100), ("s2", 10)], [10, 11]) == 2  # 11 > s2's limit
+    assert s.acquire_all([("m1", 5)], [("s1", 100)], [30]) == 1  # 80 + 30 > 100 (s1, after m1)
+    # nothing above was charged by the refused calls: the windows hold what the two admitted took
+    assert (await s.get_moving_window("m1", 5, 60))[1] == 2
+    assert (await s.get_moving_window("m2", 2, 60))[1] == 2
+    assert (await s.get_sliding_window("s1", 60))[2] == 80
+    assert "s2" not in s._sliding or s._sliding["s2"][1] == 0
+    clock[0] += 61
+    assert s.acquire_all([("m2", 2)], [], []) == -1  # the moving window moved on
+
+
+def _plan(*subjects: Subject) -> AccessPlan:
+    return AccessPlan.of(subjects)
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_admit_holds_a_request_to_every_subject_all_or_none(backend: str, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("redis_server").url if backend == "redis" else None
+    lim, _, clients = await _limiter_pair(url)
+    try:
+        key = Subject("key", "k", Limits(rpm=10, tpm=1000, max_parallel=5))
+        team = Subject("team", "t", Limits(rpm=3, max_parallel=2))
+        plan = _plan(key, team)
+        grants = [await lim.admit(plan, 100, f"r{i}", 600) for i in range(2)]
+        with pytest.raises(LimitRefused) as refused:
+            await lim.admit(plan, 100, "r2", 600)  # the team's 2 parallel slots are taken
+        assert (refused.value.subject, refused.value.which) == (team, "parallel")
+        await lim.release(grants[0], 50, "r0")  # settles 100 -> 50 tokens and frees a slot
+        assert (await lim.tokens_window("key:k", 1000)).remaining == 1000 - 150
+        third = await lim.admit(plan, 100, "r3", 600)
+        await lim.release(grants[1], 100, "r1")
+        with pytest.raises(LimitRefused) as refused:
+            await lim.admit(_plan(key, team), 100, "r4", 600)  # the team's 3 rpm are used
+        assert (refused.value.subject.kind, refused.value.which) == ("team", "rpm")
+        with pytest.raises(LimitRefused) as refused:
+            await lim.admit(_plan(key), 2000, "r5", 600)  # more than the key's whole TPM
+        assert refused.value.which == "tpm"
+        # refusals took no tokens and no slots
+        assert (await lim.tokens_window("key:k", 1000)).remaining == 1000 - 250
+        await lim.release(third, 100, "r3")
+        assert await lim.acquire_parallel("team:t", 2, "x1", 600) and await lim.acquire_parallel("team:t", 2, "x2", 600)
+        if backend == "memory":  # in-process every window is checked before any is charged
+            assert (await lim.requests_window("key:k", 10)).remaining == 10 - 3
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def test_admit_with_the_sliding_window_rpm_strategy() -> None:
+    lim = Limiter(rpm_strategy="sliding-window")
+    plan = _plan(Subject("key", "k", Limits(rpm=2, tpm=100)))
+    await lim.admit(plan, 10, "a", 600)
+    await lim.admit(plan, 10, "b", 600)
+    with pytest.raises(LimitRefused) as refused:
+        await lim.admit(plan, 10, "c", 600)
+    assert refused.value.which == "rpm"
+    assert (await lim.tokens_window("key:k", 100)).remaining == 80

@@ -359,3 +359,21 @@ async def test_aprompt_counts_large_bodies_in_a_thread_with_the_same_result() ->
     large = await counter.aprompt("chat", body, "gpt-4o", size_hint=1_000_000)
     assert small == large == original("chat", body, "gpt-4o")
     assert seen[0] == threading.main_thread().name and seen[1] != threading.main_thread().name
+
+
+def test_short_texts_are_remembered_per_encoding_and_the_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(T, "MEMO_ENTRIES", 3)
+    for memo in T._MEMOS.values():
+        memo.clear()
+    gpt4, gpt4o = COUNTER.encoding_for("gpt-4"), COUNTER.encoding_for("gpt-4o")
+    text = "Déjà vu: <|endoftext|> 12345 tokens!"
+    first = [T.count(gpt4, text), T.count(gpt4o, text)]
+    assert first == [len(gpt4.encode_ordinary(text)), len(gpt4o.encode_ordinary(text))]
+    assert T._MEMOS["cl100k_base"] == {text: first[0]} and T._MEMOS["o200k_base"] == {text: first[1]}
+    assert [T.count(gpt4, text), T.count(gpt4o, text)] == first  # from memory, per encoding
+    for i in range(5):
+        assert T.count(gpt4o, f"text {i}") == len(gpt4o.encode_ordinary(f"text {i}"))
+    assert len(T._MEMOS["o200k_base"]) <= 3
+    long_text = "word " * (T.MEMO_CHARS // 5 + 1)
+    assert T.count(gpt4o, long_text) == len(gpt4o.encode_ordinary(long_text))
+    assert long_text not in T._MEMOS["o200k_base"]  # long texts are counted, not kept

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from faregate.access.records import AccessPlan, Subject
+
 if TYPE_CHECKING:  # `limits` is imported by prepare(): off the start-up path
     from limits import RateLimitItem
 
@@ -63,6 +65,37 @@ class TokenHold:
     charged: int
     key: str = ""  # the window's storage key
 
+@dataclass(slots=True)
+class Grant:
+    """What `Limiter.admit` took for one request, to settle and give back with `release`."""
+
+    tpm_keys: tuple[str, ...]  # storage keys of the TPM windows charged
+    charged: int  # tokens charged to each of them
+    slots: tuple[str, ...]  # scopes holding a parallel slot
+
+
+class LimitRefused(Exception):
+    """A subject's limit refused the request (`which`: rpm, tpm or parallel); nothing was taken."""
+
+    def __init__(self, subject: Subject, which: str) -> None:
+        super().__init__(f"{subject.scope} {which}")
+        self.subject, self.which = subject, which
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A principal's limits as the storage names them, worked out once per AccessPlan."""
+
+    plan: AccessPlan
+    moving: tuple[tuple[str, int], ...]  # (window key, limit): RPM, moving-window strategy
+    sliding: tuple[tuple[str, int], ...]  # RPM (sliding-window strategy), then TPM
+    rpm_sliding: int  # how many of `sliding` are RPM windows (charged 1, not the tokens)
+    refusers: tuple[tuple[Subject, str], ...]  # whose window, in moving + sliding order
+    tpm_keys: tuple[str, ...]
+    parallel: tuple[tuple[str, int], ...]  # (scope, limit)
+    slots: tuple[str, ...]
+
+
 class Limiter:
     def __init__(self, redis_url: str | None = None, redis: Any = None,
                  rpm_strategy: str = "auto") -> None:
@@ -73,6 +106,8 @@ class Limiter:
         self._items: dict[tuple[int, int], RateLimitItem] = {}
         self._keys: dict[tuple[str, str, int], str] = {}
         self._parallel: dict[str, int] = {}
+        self._memory = not redis_url
+        self._plans: dict[int, _Compiled] = {}
         if redis is not None:
             self._acquire = redis.register_script(_PARALLEL_ACQUIRE)
             self._adjust_script = redis.register_script(_ADJUST)
@@ -97,7 +132,6 @@ class Limiter:
             from faregate.access.memory_storage import LoopLocalStorage
 
             storage = LoopLocalStorage()
-        self._memory = not self.redis_url
         rpm_cls = MovingWindowRateLimiter if self.rpm_strategy == "moving-window" else SlidingWindowCounterRateLimiter
         self._rpm = rpm_cls(storage)
         self._tpm = SlidingWindowCounterRateLimiter(storage)
@@ -124,6 +158,87 @@ class Limiter:
                 self._keys.clear()
             key = self._keys[k] = item.key_for(kind, scope)
         return key
+
+    # -- a principal's limits, all at once ----------------------------------------------------
+
+    async def admit(self, plan: AccessPlan, tokens: int, request_id: str, max_seconds: float) -> Grant:
+        """One request against the RPM, TPM (`tokens`, the estimate) and parallel limits of
+        every subject of `plan`: all admit, or LimitRefused names the first that did not and
+        nothing is taken. In-process this is one synchronous pass: every window is checked,
+        then all are charged. On Redis one call per limit — parallel slots, RPM, TPM — and a
+        refusal gives back the slots and tokens taken (an RPM window that already counted the
+        request keeps it: the limits library has no way to take a hit back)."""
+        c = self._compile(plan)
+        cost = max(1, tokens)
+        if self._memory:
+            return self._admit_local(c, cost)
+        tpm_keys: list[str] = []
+        slots: list[str] = []
+        try:
+            for s in plan.parallel:
+                if not await self.acquire_parallel(s.scope, s.limits.max_parallel, request_id, max_seconds):  # type: ignore[arg-type]
+                    raise LimitRefused(s, "parallel")
+                slots.append(s.scope)
+            for s in plan.rpm:
+                if not await self.hit_requests(s.scope, s.limits.rpm):  # type: ignore[arg-type]
+                    raise LimitRefused(s, "rpm")
+            for s in plan.tpm:
+                hold = await self.hit_tokens(s.scope, s.limits.tpm, cost)  # type: ignore[arg-type]
+                if hold is None:
+                    raise LimitRefused(s, "tpm")
+                tpm_keys.append(hold.key)
+        except LimitRefused:
+            await self.release(Grant(tuple(tpm_keys), cost, tuple(slots)), 0, request_id)
+            raise
+        return Grant(tuple(tpm_keys), cost, tuple(slots))
+
+    def _admit_local(self, c: _Compiled, cost: int) -> Grant:
+        parallel = self._parallel
+        for i, (scope, limit) in enumerate(c.parallel):
+            if parallel.get(scope, 0) >= limit:
+                raise LimitRefused(c.plan.parallel[i], "parallel")
+        amounts = [1] * c.rpm_sliding + [cost] * (len(c.sliding) - c.rpm_sliding)
+        refused = self.storage.acquire_all(c.moving, c.sliding, amounts)
+        if refused >= 0:
+            raise LimitRefused(*c.refusers[refused])
+        for scope in c.slots:
+            parallel[scope] = parallel.get(scope, 0) + 1
+        return Grant(c.tpm_keys, cost, c.slots)
+
+    async def release(self, grant: Grant, actual_tokens: int, request_id: str) -> None:
+        """Settle the TPM windows on the real token count and free the parallel slots."""
+        delta = actual_tokens - grant.charged
+        grant.charged = actual_tokens
+        slots, grant.slots = grant.slots, ()
+        if self._memory:
+            if delta and grant.tpm_keys:
+                self.storage.adjust_sliding_windows(grant.tpm_keys, 60, delta)
+            for scope in slots:
+                self._release_local(scope)
+            return
+        if delta:
+            for key in grant.tpm_keys:
+                await self._adjust_script(keys=[self.storage.bridge.prefixed_key(f"{{{key}}}")], args=[delta])
+        for scope in slots:
+            await self.release_parallel(scope, request_id)
+
+    def _compile(self, plan: AccessPlan) -> _Compiled:
+        c = self._plans.get(id(plan))
+        if c is not None and c.plan is plan:
+            return c
+        self.prepare()
+        rpm = tuple((self._key("rpm", s.scope, self._item(s.limits.rpm)), s.limits.rpm) for s in plan.rpm)  # type: ignore[arg-type]
+        tpm = tuple((self._key("tpm", s.scope, self._item(s.limits.tpm)), s.limits.tpm) for s in plan.tpm)  # type: ignore[arg-type]
+        moving = rpm if self.rpm_strategy == "moving-window" else ()
+        sliding = tpm if moving else rpm + tpm
+        refusers = tuple((s, "rpm") for s in plan.rpm) + tuple((s, "tpm") for s in plan.tpm)
+        c = _Compiled(plan, moving, sliding, len(sliding) - len(tpm), refusers, tuple(k for k, _ in tpm),
+                      tuple((s.scope, s.limits.max_parallel) for s in plan.parallel),  # type: ignore[misc]
+                      tuple(s.scope for s in plan.parallel))
+        if len(self._plans) > 10_000:
+            self._plans.clear()
+        self._plans[id(plan)] = c
+        return c
 
     # -- requests per minute (and per any window, for conversation guards) --------------------
 
@@ -189,10 +304,13 @@ class Limiter:
 
     async def release_parallel(self, scope: str, request_id: str) -> None:
         if self.redis is None:
-            n = self._parallel.get(scope, 0) - 1
-            if n > 0:
-                self._parallel[scope] = n
-            else:
-                self._parallel.pop(scope, None)
+            self._release_local(scope)
             return
         await self.redis.zrem(f"faregate:parallel:{scope}", request_id)
+
+    def _release_local(self, scope: str) -> None:
+        n = self._parallel.get(scope, 0) - 1
+        if n > 0:
+            self._parallel[scope] = n
+        else:
+            self._parallel.pop(scope, None)

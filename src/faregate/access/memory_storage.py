@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from array import array
+from bisect import bisect_left
+from collections.abc import Sequence
 
 from limits.aio.storage import Storage
 
@@ -34,8 +36,7 @@ class LoopLocalStorage(Storage):
     def __init__(self) -> None:
         super().__init__()
         self._counters: dict[str, list[float]] = {}  # fixed windows: key -> [count, expires_at]
-        self._moving: dict[str, deque[float]] = {}  # key -> hit timestamps, oldest first
-        self._moving_expiry: dict[str, float] = {}
+        self._moving: dict[str, _Hits] = {}  # key -> hit timestamps, oldest first
         self._sliding: dict[str, list[float]] = {}  # key -> [window index, current, previous, expiry]
         self._calls = 0
 
@@ -61,14 +62,12 @@ class LoopLocalStorage(Storage):
     async def clear(self, key: str) -> None:
         self._counters.pop(key, None)
         self._moving.pop(key, None)
-        self._moving_expiry.pop(key, None)
         self._sliding.pop(key, None)
 
     async def reset(self) -> int | None:
         n = len(self._counters) + len(self._moving) + len(self._sliding)
         self._counters.clear()
         self._moving.clear()
-        self._moving_expiry.clear()
         self._sliding.clear()
         return n
 
@@ -81,14 +80,11 @@ class LoopLocalStorage(Storage):
 
     # -- moving window ------------------------------------------------------------------------
 
-    def _window(self, key: str, expiry: float, now: float) -> deque[float]:
+    def _window(self, key: str, expiry: float, now: float) -> _Hits:
         hits = self._moving.get(key)
         if hits is None:
-            hits = self._moving[key] = deque()
-            self._moving_expiry[key] = expiry
-        cutoff = now - expiry  # a hit exactly `expiry` ago still counts (as in the library)
-        while hits and hits[0] < cutoff:
-            hits.popleft()
+            hits = self._moving[key] = _Hits(expiry)
+        hits.prune(now - expiry)  # a hit exactly `expiry` ago still counts (as in the library)
         return hits
 
     async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
@@ -99,13 +95,38 @@ class LoopLocalStorage(Storage):
         hits = self._window(key, expiry, now)
         if len(hits) + amount > limit:
             return False
-        hits.extend([now] * amount) if amount > 1 else hits.append(now)
+        hits.add(now, amount)
         return True
 
     async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         now = time.time()
         hits = self._window(key, expiry, now)
-        return (hits[0] if hits else now), len(hits)
+        return (hits.first() if len(hits) else now), len(hits)
+
+    def acquire_all(self, moving: Sequence[tuple[str, int]], sliding: Sequence[tuple[str, int]],
+                    amounts: Sequence[int], expiry: int = 60) -> int:
+        """One hit on every moving window (key, limit) and amounts[i] on sliding-window counter
+        sliding[i] — on all of them or on none: each is checked first, as `acquire_entry` /
+        `acquire_sliding_window_entry` would decide, then all are charged. Returns -1, or the
+        index of the first window that refused (the sliding ones numbered after the moving
+        ones). Synchronous: one request's whole admission in one call, nothing awaited."""
+        self._tick()
+        now = time.time()
+        windows = [self._window(key, expiry, now) for key, _ in moving]
+        for i, hits in enumerate(windows):
+            if len(hits) + 1 > moving[i][1]:
+                return i
+        states = [self._slide(key, expiry, now) for key, _ in sliding]
+        for i, state in enumerate(states):
+            limit, amount = sliding[i][1], amounts[i]
+            weighted = state[2] * (expiry - (now - state[0] * expiry)) / expiry + state[1]
+            if amount > limit or math.floor(weighted) + amount > limit:
+                return len(windows) + i
+        for hits in windows:
+            hits.add(now)
+        for i, state in enumerate(states):
+            state[1] += amounts[i]
+        return -1
 
     # -- sliding-window counter ---------------------------------------------------------------
 
@@ -147,6 +168,12 @@ class LoopLocalStorage(Storage):
         state = self._slide(key, expiry, time.time())
         state[1] = max(0, state[1] + delta)
 
+    def adjust_sliding_windows(self, keys: Sequence[str], expiry: int, delta: int) -> None:
+        now = time.time()
+        for key in keys:
+            state = self._slide(key, expiry, now)
+            state[1] = max(0, state[1] + delta)
+
     # -- housekeeping -------------------------------------------------------------------------
 
     def _tick(self) -> None:
@@ -159,8 +186,46 @@ class LoopLocalStorage(Storage):
         now = time.time() if now is None else now
         for key in [k for k, e in self._counters.items() if e[1] <= now]:
             del self._counters[key]
-        for key in [k for k, h in self._moving.items() if not h or h[-1] <= now - self._moving_expiry[k]]:
-            del self._moving[key], self._moving_expiry[key]
+        for key in [k for k, h in self._moving.items() if not len(h) or h.last() <= now - h.expiry]:
+            del self._moving[key]
         # a sliding window whose current and previous windows both ended counts nothing
         for key in [k for k, s in self._sliding.items() if (s[0] + 2) * s[3] <= now]:
             del self._sliding[key]
+
+
+class _Hits:
+    """One moving window's hit times, oldest first, as raw doubles in an array with a moving
+    head: 8 bytes per hit instead of a float object and a deque slot (~32). The window of a busy
+    key holds every hit of its last minute (~120,000 at 2,000 requests/s)."""
+
+    __slots__ = ("times", "head", "expiry")
+
+    def __init__(self, expiry: float) -> None:
+        self.times = array("d")
+        self.head = 0
+        self.expiry = expiry
+
+    def __len__(self) -> int:
+        return len(self.times) - self.head
+
+    def first(self) -> float:
+        return self.times[self.head]
+
+    def last(self) -> float:
+        return self.times[-1]
+
+    def prune(self, cutoff: float) -> None:
+        times = self.times
+        head = self.head
+        if head < len(times) and times[head] < cutoff:
+            head = bisect_left(times, cutoff, head)
+            if head > 1024 and head * 2 > len(times):  # drop the dead half: amortized O(1)
+                del times[:head]
+                head = 0
+            self.head = head
+
+    def add(self, now: float, amount: int = 1) -> None:
+        if amount == 1:
+            self.times.append(now)
+        else:
+            self.times.extend([now] * amount)

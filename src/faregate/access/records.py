@@ -135,6 +135,7 @@ class AccessPlan:
     conversation_max_requests: int | None = None  # the tightest of the subjects'
     conversation_max_cost_nusd: int | None = None
     needs_tokens: bool = False  # a TPM limit or a budget needs the prompt estimated
+    limited: bool = False  # some subject has an RPM, TPM or parallel limit
 
     @property
     def empty(self) -> bool:
@@ -157,6 +158,7 @@ class AccessPlan:
             conversation_max_requests=min(conv_req) if conv_req else None,
             conversation_max_cost_nusd=min(conv_cost) if conv_cost else None,
             needs_tokens=budgeted or bool(conv_cost) or any(x.tpm for x in lims),
+            limited=any(x.rpm or x.tpm or x.max_parallel for x in lims),
         )
 
 

@@ -2,10 +2,11 @@
 budgets and per-conversation guards — for the key, its user and its team (each must admit: the
 tightest wins) — and on the way back, settle what admission reserved.
 
-Order: model access (403) → conversation guards → RPM → TPM (prompt estimate + max output) →
-parallel slots → budget reservation (the request's most expensive outcome). A refusal undoes
-what this request already took (TPM charges, slots; a request counted by an RPM window stays
-counted: it was made). Nothing here reads the database.
+Order: model access (403) → conversation guards → RPM, TPM (prompt estimate + max output) and
+parallel slots of every subject at once (`Limiter.admit`: all or none) → budget reservation (the
+request's most expensive outcome). A refusal undoes what this request already took (TPM charges,
+slots; a request counted by an RPM window stays counted: it was made). Nothing here reads the
+database.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from faregate.access.budget import UNLIMITED, Budgets, next_period_in, period_of
-from faregate.access.limiter import Limiter, TokenHold, Window
+from faregate.access.limiter import Grant, Limiter, LimitRefused, Window
 from faregate.access.records import AccessPlan, Principal, Subject
 from faregate.accounting.ledger import nano_usd, usd
 from faregate.accounting.pricing import PriceBook, Tokens
@@ -45,8 +46,7 @@ def state_errors(redis: object) -> tuple[type[BaseException], ...]:
 class Admission:
     """What one call took at admission, to give back or settle after it."""
 
-    holds: list[TokenHold] = field(default_factory=list)
-    slots: list[str] = field(default_factory=list)  # scopes holding a parallel slot
+    grant: Grant | None = None  # what the RPM, TPM and parallel limits gave
     counters: list[str] = field(default_factory=list)  # budget counters reserved on
     reserved: int = 0  # nano-USD reserved on each counter
     key_counter: str | None = None  # the key's own budget counter, for x-faregate-key-spend
@@ -104,24 +104,14 @@ class Admit:
                 raise _refused(429, "conversation_requests_exceeded",
                                f"Conversation '{conversation}' reached its limit of {conv_requests} requests.",
                                retry_after=None)
-            for s in plan.rpm:
-                if not await limiter.hit_requests(s.scope, s.limits.rpm):  # type: ignore[arg-type]
-                    raise await self._rate_limited(s, "rpm")
             prompt = max_out = 0
             if plan.needs_tokens or (conv_scope and conv_cost is not None):
                 prompt, max_out = await call_estimate(self.counter, call, self.settings.default_max_tokens)
-            for s in plan.tpm:
-                hold = await limiter.hit_tokens(s.scope, s.limits.tpm, prompt + max_out)  # type: ignore[arg-type]
-                if hold is None:
-                    raise await self._rate_limited(s, "tpm")
-                adm.holds.append(hold)
-            for s in plan.parallel:
-                if not await limiter.acquire_parallel(s.scope, s.limits.max_parallel, call.request_id,  # type: ignore[arg-type]
-                                                      self.max_request_seconds):
-                    raise _refused(429, f"{s.kind}_parallel_exceeded",
-                                   f"{_name(s)} already has {s.limits.max_parallel} requests in flight "
-                                   "(max_parallel). Retry when one finishes.", retry_after=1)
-                adm.slots.append(s.scope)
+            if plan.limited:
+                try:
+                    adm.grant = await limiter.admit(plan, prompt + max_out, call.request_id, self.max_request_seconds)
+                except LimitRefused as r:
+                    raise await self._refusal(r.subject, r.which) from None
             await self._reserve(call, adm, plan, conv_scope, conv_cost, max_out)
         except GatewayError:
             await self._release(call, adm, actual_tokens=0)
@@ -204,14 +194,15 @@ class Admit:
     # -- helpers ------------------------------------------------------------------------------
 
     async def _release(self, call: Call, adm: Admission, actual_tokens: int) -> None:
-        for hold in adm.holds:
-            await self.limiter.settle_tokens(hold, actual_tokens)
-        adm.holds.clear()
-        for scope in adm.slots:
-            await self.limiter.release_parallel(scope, call.request_id)
-        adm.slots.clear()
+        if adm.grant is not None:
+            grant, adm.grant = adm.grant, None
+            await self.limiter.release(grant, actual_tokens, call.request_id)
 
-    async def _rate_limited(self, s: Subject, which: str) -> GatewayError:
+    async def _refusal(self, s: Subject, which: str) -> GatewayError:
+        if which == "parallel":
+            return _refused(429, f"{s.kind}_parallel_exceeded",
+                            f"{_name(s)} already has {s.limits.max_parallel} requests in flight "
+                            "(max_parallel). Retry when one finishes.", retry_after=1)
         lim = s.limits
         headers: dict[str, str] = {}
         refused: Window | None = None
