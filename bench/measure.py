@@ -7,6 +7,7 @@ import json
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,46 +118,81 @@ class Run:
     errors_seen: list[str]
     mock: Server | None = None
     latency_repeats: int = 1
+    max_repeats: int = 1
 
     def measure(self, name: str, url: str, key: str | None, server: Server | None) -> None:
         """Latency, max RPS and streaming of one target, into results[kind][name]."""
-        kw = dict(key=key, cpus=self.gen_cpu, server=server, mock=self.mock)
-        log(f"{name}: latency, {self.connections} connections, {self.duration:.0f}s (+{self.warmup:.0f}s warm-up)"
-            f" x {self.latency_repeats}")
+        self.measure_all([Target(name, url, key, server)])
+
+    def measure_all(self, targets: list[Target]) -> None:
+        """Latency, max RPS and streaming of every target, interleaved: round r measures each
+        target once before round r+1 starts. On a shared 2-core VM the machine's speed drifts by
+        ±10 % over minutes; measured one after the other, two targets compared different
+        moments as much as different code. Each target keeps its median run (and every run's
+        figure beside it)."""
+        names = ", ".join(t.name for t in targets)
+        log(f"latency, {self.connections} connections, {self.duration:.0f}s (+{self.warmup:.0f}s warm-up) "
+            f"x {self.latency_repeats} rounds of: {names}")
         # A 10 s p99 at ~470 RPS rests on ~50 slow requests and moves by milliseconds from run to
         # run: keep the run with the median p99, and every run's p99 beside it.
-        runs = [run_loadgen(url, mode="closed", connections=self.connections, duration=self.duration,
-                            warmup=self.warmup, **kw) for _ in range(self.latency_repeats)]
-        runs.sort(key=lambda x: x["latency_ms"]["p99"] if x["latency_ms"]["p99"] is not None else float("inf"))
-        r = runs[len(runs) // 2]
-        r["p99_runs_ms"] = [x["latency_ms"]["p99"] for x in runs]
-        r["errors"] = sum(x["errors"] for x in runs)
-        self.results["latency"][name] = r
-        log(f"{name}: max RPS, {self.max_connections} connections, {self.max_duration:.0f}s x {self.latency_repeats}")
+        runs = self._rounds(targets, lambda t: run_loadgen(
+            t.url, mode="closed", connections=self.connections, duration=self.duration, warmup=self.warmup,
+            **self._kw(t)), self.latency_repeats)
+        for t in targets:
+            rs = sorted(runs[t.name], key=lambda x: x["latency_ms"]["p99"] if x["latency_ms"]["p99"] is not None
+                        else float("inf"))
+            r = rs[len(rs) // 2]
+            r["p99_runs_ms"] = [x["latency_ms"]["p99"] for x in runs[t.name]]
+            r["errors"] = sum(x["errors"] for x in rs)
+            self.results["latency"][t.name] = r
+        log(f"max RPS, {self.max_connections} connections, {self.max_duration:.0f}s x {self.max_repeats} rounds")
         # One 5 s run moved by ±10 % between runs on the reference VM: keep the median of several.
-        runs = []
-        for _ in range(self.latency_repeats):
-            if self.use_wrk:
-                runs.append(run_wrk(url, connections=self.max_connections, duration=self.max_duration,
-                                    warmup=self.max_warmup, logdir=self.logdir, **kw))
-            else:
-                runs.append(run_loadgen(url, mode="closed", connections=self.max_connections,
-                                        duration=self.max_duration, warmup=self.max_warmup, **kw))
-        runs.sort(key=lambda x: x["rps"])
-        r = runs[len(runs) // 2]
-        r["rps_runs"] = [x["rps"] for x in runs]
-        r["errors"] = sum(x["errors"] for x in runs)
-        self.results["max_rps"][name] = r
-        log(f"{name}: streaming, {self.stream_connections} streams, {self.duration:.0f}s")
-        r = run_loadgen(url, mode="stream", connections=self.stream_connections, duration=self.duration,
-                        warmup=self.warmup, **kw)
-        self.results["stream"][name] = r
-        for kind in ("latency", "max_rps", "stream"):
-            rr = self.results[kind][name]
-            if rr["errors"]:
-                self.errors_seen.append(f"{name} {kind}: {rr['errors']} errors: {rr['error_samples']}")
-            if rr.get("server_died"):
-                self.errors_seen.append(f"{name} {kind}: server died ({rr['server_died']})")
+        runs = self._rounds(targets, self._max_run, self.max_repeats)
+        for t in targets:
+            rs = sorted(runs[t.name], key=lambda x: x["rps"])
+            r = rs[len(rs) // 2]
+            r["rps_runs"] = [x["rps"] for x in runs[t.name]]
+            r["errors"] = sum(x["errors"] for x in rs)
+            self.results["max_rps"][t.name] = r
+        log(f"streaming, {self.stream_connections} streams, {self.duration:.0f}s")
+        for t in targets:
+            self.results["stream"][t.name] = run_loadgen(
+                t.url, mode="stream", connections=self.stream_connections, duration=self.duration,
+                warmup=self.warmup, **self._kw(t))
+        for t in targets:
+            for kind in ("latency", "max_rps", "stream"):
+                rr = self.results[kind][t.name]
+                if rr["errors"]:
+                    self.errors_seen.append(f"{t.name} {kind}: {rr['errors']} errors: {rr['error_samples']}")
+                if rr.get("server_died"):
+                    self.errors_seen.append(f"{t.name} {kind}: server died ({rr['server_died']})")
+
+    def _kw(self, t: Target) -> dict[str, Any]:
+        return dict(key=t.key, cpus=self.gen_cpu, server=t.server, mock=self.mock)
+
+    def _max_run(self, t: Target) -> dict[str, Any]:
+        if self.use_wrk:
+            return run_wrk(t.url, connections=self.max_connections, duration=self.max_duration,
+                           warmup=self.max_warmup, logdir=self.logdir, **self._kw(t))
+        return run_loadgen(t.url, mode="closed", connections=self.max_connections, duration=self.max_duration,
+                           warmup=self.max_warmup, **self._kw(t))
+
+    @staticmethod
+    def _rounds(targets: list[Target], one: Callable[[Target], dict[str, Any]],
+                rounds: int) -> dict[str, list[dict[str, Any]]]:
+        runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+        for _ in range(rounds):
+            for t in targets:
+                runs[t.name].append(one(t))
+        return runs
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    key: str | None
+    server: Server | None
 
 
 def idle_after_start(server: Server, ready_s: float) -> dict[str, Any]:

@@ -6,7 +6,8 @@
       RPM, TPM, parallel and budget limits on key, user and team ("faregate+key"),
   (d) through LiteLLM's proxy (1 worker, same config; in its own venv bench/.litellm-venv),
 
-by a load generator in its own process (bench/loadgen.py). Also measured: max RPS at 200
+by a load generator in its own process (bench/loadgen.py). (a)-(c) are measured in interleaved rounds
+(each target once per round), so the machine's drift falls on all of them alike. Also measured: max RPS at 200
 connections, faregate's start-up time and idle RSS, and streaming TTFT / tokens/s. Ends with
 the targets and PASS/FAIL. See bench/README.md.
 
@@ -35,17 +36,17 @@ if _BENCH_DIR not in sys.path:
     sys.path.insert(0, _BENCH_DIR)
 
 from common import log  # noqa: E402
-from measure import Run  # noqa: E402
+from measure import Run, Target  # noqa: E402
 from procs import Server, busy_cpu_seconds, own_cpu_seconds  # noqa: E402
+from profiling import profile_faregate  # noqa: E402
 from report import render  # noqa: E402
 from targets import (  # noqa: E402
     STREAM_ITL_MS,
     STREAM_TOKENS,
     STREAM_TTFT_MS,
-    bench_bare,
-    bench_direct,
-    bench_faregate,
     bench_litellm,
+    start_bare,
+    start_faregate,
     start_mock,
     write_config,
 )
@@ -62,6 +63,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     ap.add_argument("--stream-connections", type=int, default=10, help="concurrent streams (default 10)")
     ap.add_argument("--skip-litellm", action="store_true", help="do not install / run LiteLLM")
     ap.add_argument("--skip-key", action="store_true", help="do not measure faregate again with a limited virtual key")
+    ap.add_argument("--max-repeats", type=int, default=None,
+                    help="rounds of max-RPS runs (default 5; 1 with --quick); each target's median is kept")
     ap.add_argument("--latency-repeats", type=int, default=None,
                     help="latency runs per target; the row is the run with the median p99 (default 3, --quick 1)")
     ap.add_argument("--quick", action="store_true", help="short durations: a smoke run (numbers are rough)")
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(connections=args.connections, duration=duration, warmup=warmup, max_connections=args.max_connections,
               max_duration=max_duration, max_warmup=MAX_WARMUP_S, stream_connections=args.stream_connections,
               use_wrk=use_wrk, srv_cpu=srv_cpu, gen_cpu=gen_cpu, logdir=logdir, results=results,
-              errors_seen=errors_seen, latency_repeats=repeats)
+              errors_seen=errors_seen, latency_repeats=repeats,
+              max_repeats=args.max_repeats or (1 if args.quick else 5))
     interrupted = False
 
     def on_term(signum: int, frame: Any) -> None:
@@ -125,9 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         upstream = start_mock(run, args.latency_ms, args.mock_workers)
         config = write_config(logdir, upstream)
-        bench_direct(run, upstream)
-        bench_bare(run, upstream)
-        bench_faregate(run, config, STARTUP_RUNS, args.profile, with_key=not args.skip_key)
+        targets = [Target("direct", f"{upstream}/chat/completions", None, None), start_bare(run, upstream),
+                   *start_faregate(run, config, STARTUP_RUNS, with_key=not args.skip_key)]
+        run.measure_all(targets)
+        if args.profile:
+            fg = targets[2]
+            profile_faregate(fg.server, fg.url, args.profile, run)  # type: ignore[arg-type]
+        for t in targets:
+            if t.server is not None:
+                t.server.stop()
         if args.skip_litellm:
             results["notes"].append("LiteLLM skipped (--skip-litellm)")
         else:

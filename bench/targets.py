@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from common import BENCH, MASTER_KEY, MODEL, PY, log
-from measure import Run, idle_after_start, repeated_startup
+from measure import Run, Target, idle_after_start, repeated_startup
 from procs import Server, free_port
-from profiling import profile_faregate
 
 LITELLM_VENV = BENCH / ".litellm-venv"
 # The mock upstream's streams.
@@ -56,20 +55,14 @@ def write_config(logdir: Path, upstream: str) -> Path:
     return config
 
 
-def bench_direct(run: Run, upstream: str) -> None:
-    run.measure("direct", f"{upstream}/chat/completions", None, None)
-
-
-def bench_bare(run: Run, upstream: str) -> None:
+def start_bare(run: Run, upstream: str) -> Target:
+    """Start the bare proxy (it stays up while the others are measured: the runs interleave)."""
     port = free_port()
     env = dict(os.environ, BARE_UPSTREAM=upstream, BARE_KEY=MASTER_KEY, BARE_MODEL=MODEL)
     bare = Server("bare", [PY, str(BENCH / "bare_proxy.py"), "--port", str(port)], run.logdir, run.srv_cpu, env=env)
-    try:
-        t = bare.wait_http(port, "/health", 30)
-        run.results["startup"]["bare"] = idle_after_start(bare, t)
-        run.measure("bare", chat_url(port), MASTER_KEY, bare)
-    finally:
-        bare.stop()
+    t = bare.wait_http(port, "/health", 30)
+    run.results["startup"]["bare"] = idle_after_start(bare, t)
+    return Target("bare", chat_url(port), MASTER_KEY, bare)
 
 
 def limited_key(base: str) -> str:
@@ -89,9 +82,9 @@ def limited_key(base: str) -> str:
     return post("/admin/keys", {"name": "bench", "user": "bench-user", "team": "bench-team", **limits})["key"]
 
 
-def bench_faregate(run: Run, config: Path, startup_runs: int, profile: str | None, with_key: bool = True) -> None:
-    """Start-up x startup_runs, then the load with the master key and (with_key) with a limited
-    virtual key (and, if profile is a file name, py-spy under max load)."""
+def start_faregate(run: Run, config: Path, startup_runs: int, with_key: bool = True) -> list[Target]:
+    """Start-up x startup_runs, then one faregate left running: the master key's target and (with_key)
+    a limited virtual key's on it."""
     fg_cmd = faregate_cmd() + ["serve", "--config", str(config), "--workers", "1"]
     # The ledger goes to a throwaway SQLite file, migrated once up front: the start-up runs
     # measure a gateway whose database exists (a first-ever start adds the migration, ~1 s).
@@ -102,17 +95,11 @@ def bench_faregate(run: Run, config: Path, startup_runs: int, profile: str | Non
     log(f"faregate start-up: {su['ready_s_runs']} s; idle RSS {su['idle_rss_runs'][-1]}")
     port = free_port()
     fg = Server("faregate", fg_cmd + ["--port", str(port)], run.logdir, run.srv_cpu)
-    fg_url = chat_url(port)
-    try:
-        fg.wait_http(port, "/health/ready", 30)
-        run.measure("faregate", fg_url, MASTER_KEY, fg)
-        if with_key:
-            run.measure("faregate+key", fg_url, limited_key(f"http://127.0.0.1:{port}"), fg)
-        if profile:
-            profile_faregate(fg, fg_url, profile, run)
-    finally:
-        fg.stop()
-        run.results["faregate_log_errors"] = fg.scan_log()
+    fg.wait_http(port, "/health/ready", 30)
+    targets = [Target("faregate", chat_url(port), MASTER_KEY, fg)]
+    if with_key:
+        targets.append(Target("faregate+key", chat_url(port), limited_key(f"http://127.0.0.1:{port}"), fg))
+    return targets
 
 
 def ensure_litellm(log_dir: Path) -> tuple[Path | None, str]:
