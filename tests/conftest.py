@@ -161,6 +161,11 @@ router_settings:
   retry_backoff_seconds: 0.01
   fallbacks:
     - dead-primary: [gpt-4o-mini]
+  # Tests here provoke upstream failures one after the other on purpose: breakers and the retry
+  # budget would carry one test's failures into the next. tests/test_routing.py runs its own.
+  allowed_fails: 100000
+  breaker: {{min_requests: 100000}}
+  retry_budget: {{min_per_second: 1000}}
 general_settings:
   master_key: os.environ/TEST_MASTER_KEY
 litellm_settings:

@@ -41,6 +41,7 @@ router_settings:
   timeout: 45
   fallbacks: [{"gpt-4o": ["claude"]}]
   routing_strategy: simple-shuffle
+  enable_pre_call_checks: true
 general_settings:
   master_key: sk-1234
 litellm_settings:
@@ -77,7 +78,9 @@ def test_litellm_config_loads_unchanged(tmp_path: Path) -> None:
 def test_ignored_litellm_keys_are_reported(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, LITELLM_CONFIG), env=ENV)
     ignored = config.ignored_keys()
-    assert "router_settings.routing_strategy" in ignored
+    assert "router_settings.enable_pre_call_checks" in ignored
+    assert "router_settings.routing_strategy" not in ignored  # LiteLLM's simple-shuffle is faregate's weighted
+    assert config.router_settings.routing_strategy == "weighted"
     assert "litellm_settings.success_callback" in ignored
 
 

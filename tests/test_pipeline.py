@@ -78,4 +78,5 @@ async def test_stream_closed_early_still_unwinds() -> None:
     stream = call.stream
     assert await stream.__anext__() == {"i": 0}
     await stream.aclose()  # the client went away
-    assert log[-1] == "after:s:ok"
+    assert log[-1] == "after:s:error"  # the after-steps ran, and know the client left
+    assert call.error is not None and call.error.code == "client_closed_request"

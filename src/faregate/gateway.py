@@ -24,8 +24,8 @@ from faregate.core.pipeline import Pipeline
 from faregate.providers.base import Provider
 from faregate.providers.registry import build_provider
 from faregate.providers.transport import Transport
+from faregate.routing.build import build_routing
 from faregate.routing.deployment import Deployment, build_deployments
-from faregate.routing.router import Router
 from faregate.sinks.batch import BatchSink
 from faregate.stages.account import Account
 from faregate.stages.admit import Admit
@@ -48,7 +48,6 @@ class Gateway:
         self.providers: dict[str, Provider] = {
             d.id: build_provider(d, self.transport, config.local_model) for d in self.deployments
         }
-        self.router = Router(self.deployments, config.router_settings.fallbacks)
         rs = config.router_settings
         self.prices = PriceBook(self.deployments)
         self.tokens = TokenCounter()
@@ -63,6 +62,8 @@ class Gateway:
         self.directory = Directory(KeyHasher.from_config(config))
         master = config.general_settings.master_key
         self.auth = Authenticate(master.get_secret_value() if master else None, self.directory)
+        self.routing = build_routing(config, self.deployments, self.prices, self.redis)
+        self.router = self.routing.router
         self.limiter = Limiter(self.redis_url, self.redis, config.limits.rpm_strategy)
         self.budgets = Budgets(self.redis)
         self.ledger_writer = ledger_writer(self.database_url)
@@ -75,8 +76,10 @@ class Gateway:
             Route(self.router),
             Admit(self.limiter, self.budgets, self.tokens, self.prices, self.router, config.limits,
                   max_request_seconds=longest * (rs.num_retries + 1)),
-            Invoke(self.router, self.providers, num_retries=rs.num_retries, backoff=rs.retry_backoff_seconds,
-                   limiter=self.limiter, counter=self.tokens, default_max_tokens=config.limits.default_max_tokens),
+            Invoke(self.router, self.providers, self.routing.policy, budget=self.routing.budget,
+                   breakers=self.routing.breakers, limiter=self.limiter, counter=self.tokens,
+                   default_max_tokens=config.limits.default_max_tokens, queue=self.routing.queue,
+                   deployment_queues=self.routing.deployment_queues),
             Meter(self.prices, self.tokens),
         ])
         self._starting: list[asyncio.Task[None]] = []
@@ -93,6 +96,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.transport.start()
+        await self.routing.start()
         self.directory.on_change.append(lambda d: seed_budgets(d, self.budgets, self._engine))
         self.directory.on_change.append(self._prepare_access)
         self.ledger.start()
@@ -173,6 +177,7 @@ class Gateway:
             except Exception as exc:  # pragma: no cover - best effort at shutdown
                 log.warning("deployment %s did not close cleanly: %s", provider.deployment.id, exc)
         await self.transport.close()
+        await self.routing.close()
         if self.alerts is not None:
             await self.alerts.close()
         await self.ledger.close()  # after providers: every finished call's row is in the sink

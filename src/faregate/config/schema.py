@@ -25,6 +25,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class EngineOverload(_Strict):
+    max_waiting: int | None = Field(default=8, ge=0, description="Queued requests above which the engine is overloaded.")
+    max_kv_usage: float | None = Field(default=0.9, gt=0, le=1, description="KV-cache use (0..1) above which it is overloaded.")
+    recover_waiting: int | None = Field(default=None, ge=0, description="Back in use at or below this queue (default: half of max_waiting).")
+    recover_kv_usage: float | None = Field(default=None, ge=0, le=1, description="… and at or below this KV-cache use (default: max_kv_usage - 0.1).")
+    scrape_interval: float = Field(default=2.0, gt=0, le=60)
+    engine: Literal["auto", "vllm", "sglang", "tgi"] = "auto"
+
+
 class LiteLLMParams(_Open):
     model: str = Field(description="'provider/upstream-model', e.g. 'openai/gpt-4o', 'anthropic/claude-sonnet-4-5', 'local/smollm2'.")
     api_base: str | None = None
@@ -35,6 +44,12 @@ class LiteLLMParams(_Open):
     timeout: float | None = Field(default=None, gt=0)
     stream_timeout: float | None = Field(default=None, gt=0)
     weight: float = Field(default=1.0, ge=0)
+    order: int = Field(default=1, ge=1, description="Priority tier (LiteLLM's `order`): deployments of a higher order serve only when none of a lower one can — e.g. self-hosted engines 1, managed APIs 2.")
+    connect_timeout: float | None = Field(default=None, gt=0, description="Seconds to open a connection (default: server.connect_timeout).")
+    first_byte_timeout: float | None = Field(default=None, gt=0, description="Seconds until the response headers (non-stream) or the first stream chunk.")
+    max_parallel_requests: int | None = Field(default=None, ge=1, description="Requests in flight to this deployment, per replica; more wait in a fair queue.")
+    metrics_url: str | None = Field(default=None, description="Self-hosted engine's Prometheus endpoint (vLLM, SGLang), scraped for queue depth and KV-cache use.")
+    overload: EngineOverload | None = Field(default=None, description="When a self-hosted engine counts as overloaded (needs metrics_url).")
     input_cost_per_token: Decimal | None = Field(default=None, ge=0)
     output_cost_per_token: Decimal | None = Field(default=None, ge=0)
     # `local` provider only
@@ -56,12 +71,73 @@ class ModelEntry(_Open):
     model_info: dict[str, Any] = Field(default_factory=dict)
 
 
+class BreakerConfig(_Strict):
+    error_rate: float = Field(default=0.5, gt=0, le=1, description="Open when this share of the window's requests failed…")
+    min_requests: int = Field(default=10, ge=1, description="…and the window holds at least this many.")
+    window_seconds: float = Field(default=30.0, gt=0)
+    half_open_probes: int = Field(default=1, ge=1, description="Requests let through to test a deployment after its cooldown.")
+
+
+class RetryBudgetConfig(_Strict):
+    ratio: float = Field(default=0.2, ge=0, le=10, description="Retries may be at most this share of the requests of the last window.")
+    min_per_second: float = Field(default=1.0, ge=0, description="Retries always allowed per second, however little traffic.")
+    window_seconds: float = Field(default=10.0, gt=0, le=600)
+
+
 class RouterSettings(_Open):
+    routing_strategy: str = Field(default="weighted", description="weighted | least-busy | latency-based | cost-based | usage-based (LiteLLM's simple-shuffle, latency-based-routing, cost-based-routing, usage-based-routing[-v2] accepted).")
+    group_strategies: dict[str, str] = Field(default_factory=dict, description="Per model group: {group: strategy}.")
+    sticky_by: Literal["user", "conversation", "key"] | None = Field(default=None, description="Keep one user's / conversation's / key's requests on one deployment while it is healthy.")
     num_retries: int = Field(default=2, ge=0, le=10)
+    # LiteLLM's names: {"TimeoutErrorRetries": 3, "RateLimitErrorRetries": 3, ...}
+    retry_policy: dict[str, int] = Field(default_factory=dict, description="Retries per error class, overriding num_retries: TimeoutErrorRetries, RateLimitErrorRetries, InternalServerErrorRetries, AuthenticationErrorRetries, BadRequestErrorRetries, ContentPolicyViolationErrorRetries.")
+    retry_budget: RetryBudgetConfig = Field(default_factory=RetryBudgetConfig)
+    allowed_fails: int = Field(default=5, ge=1, description="Consecutive failures that open a deployment's breaker (LiteLLM's name).")
+    cooldown_time: float = Field(default=30.0, gt=0, description="Seconds a breaker stays open before probing (LiteLLM's name).")
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     # LiteLLM shape: [{"gpt-4o": ["gpt-4o-mini", "claude"]}]
     fallbacks: list[dict[str, list[str]]] = Field(default_factory=list)
+    context_window_fallbacks: list[dict[str, list[str]]] = Field(default_factory=list)
+    content_policy_fallbacks: list[dict[str, list[str]]] = Field(default_factory=list)
+    default_fallbacks: list[str] = Field(default_factory=list)
     timeout: float | None = Field(default=None, gt=0, description="Default total timeout (s) per upstream attempt.")
+    max_request_timeout: float = Field(default=600.0, gt=0, description="Cap on a client's x-faregate-timeout header (s).")
     retry_backoff_seconds: float = Field(default=0.05, ge=0, le=30)
+    max_retry_after_seconds: float = Field(default=10.0, ge=0, description="Longest upstream retry-after honoured before retrying (longer: fall back instead).")
+    max_in_flight: int | None = Field(default=None, ge=1, description="Requests in flight per replica; more wait in a fair queue.")
+    max_queue: int = Field(default=1000, ge=0, description="Requests waiting per queue; beyond it: 429.")
+    max_queue_wait_seconds: float = Field(default=10.0, ge=0, description="Longest wait in a queue; beyond it: 429.")
+
+    @field_validator("routing_strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        return _strategy(v)
+
+    @field_validator("group_strategies")
+    @classmethod
+    def _known_strategies(cls, v: dict[str, str]) -> dict[str, str]:
+        return {g: _strategy(s) for g, s in v.items()}
+
+    @field_validator("retry_policy")
+    @classmethod
+    def _known_policy(cls, v: dict[str, int]) -> dict[str, int]:
+        from faregate.routing.retries import POLICY_NAMES
+
+        for name, n in v.items():
+            if name not in POLICY_NAMES:
+                raise ValueError(f"unknown retry_policy entry '{name}' (one of: {', '.join(POLICY_NAMES)})")
+            if not isinstance(n, int) or not 0 <= n <= 10:
+                raise ValueError(f"retry_policy.{name} must be an integer from 0 to 10")
+        return v
+
+
+def _strategy(name: str) -> str:
+    from faregate.routing.strategies import ALIASES, STRATEGIES
+
+    if name in STRATEGIES or name in ALIASES:
+        return ALIASES.get(name, name)
+    raise ValueError(f"unknown routing strategy '{name}' (one of: {', '.join(STRATEGIES)}; or LiteLLM's "
+                     f"{', '.join(ALIASES)})")
 
 
 class GeneralSettings(_Open):

@@ -47,6 +47,10 @@ class Call:
     deployment_hold: Any = None  # TPM charged to the deployment's own limit, settled by invoke
     attempts: int = 0
     upstream_wait: float = 0.0
+    timeout: float | None = None  # the client's x-faregate-timeout (capped), seconds per attempt
+    attempt_started: float | None = None  # perf_counter at the served attempt's start
+    queue_slot: Any = None  # the gateway's fair-queue slot, when max_in_flight is set
+    deployment_slot: Any = None  # the deployment's, when it has max_parallel_requests
 
     # the outcome: exactly one of `response` / `stream` is set on success
     response: dict[str, Any] | None = None

@@ -96,3 +96,9 @@ def model_not_found(model: str) -> GatewayError:
 
 def upstream_unavailable(message: str) -> GatewayError:
     return GatewayError(502, message, type="api_error", code="upstream_error")
+
+
+def client_closed() -> GatewayError:
+    """Not sent to anyone (the client is gone): what the ledger records for a call it abandoned."""
+    return GatewayError(499, "The client closed the connection before the answer was complete.",
+                        type="api_error", code="client_closed_request")

@@ -18,13 +18,14 @@ when the stream has ended (so usage and errors are known).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import Any, Protocol
 
 from faregate.core.call import Call
-from faregate.core.errors import GatewayError
+from faregate.core.errors import GatewayError, client_closed
 
 
 class Stage(Protocol):
@@ -54,6 +55,11 @@ class Pipeline:
             call.finished_at = time.perf_counter()
             await self._unwind(call, ran)
             raise
+        except asyncio.CancelledError:  # the client left: settle and record what was spent
+            call.error = client_closed()
+            call.finished_at = time.perf_counter()
+            await self._unwind(call, ran)
+            raise
         if call.stream is not None:
             call.stream = self._close_after(call, call.stream, ran)
         else:
@@ -67,6 +73,9 @@ class Pipeline:
                     yield chunk
         except GatewayError as exc:
             call.error = exc
+            raise
+        except GeneratorExit:  # closed before its end: the client left
+            call.error = client_closed()
             raise
         finally:
             call.finished_at = time.perf_counter()

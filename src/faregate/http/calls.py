@@ -8,13 +8,14 @@ Routes only validate, translate and serialize around these two.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Literal
 
 from starlette.requests import Request
 
 from faregate.access.records import Principal
 from faregate.core.call import Call, Endpoint
-from faregate.core.errors import GatewayError
+from faregate.core.errors import GatewayError, client_closed
 from faregate.http.body import read_json
 from faregate.http.context import CALL, CLIENT_REQUEST_ID, REQUEST_ID, STARTED
 
@@ -43,9 +44,48 @@ async def authenticate(gw: Gateway, headers: Any) -> Principal:
 async def run(request: Request, principal: Principal, endpoint: Endpoint, body: dict[str, Any],
               client_protocol: Literal["openai", "anthropic"] = "openai") -> Call:
     scope = request.scope
-    call = Call(request_id=scope[REQUEST_ID], endpoint=endpoint, body=body, headers=request.headers,
+    headers = request.headers
+    call = Call(request_id=scope[REQUEST_ID], endpoint=endpoint, body=body, headers=headers,
                 client_protocol=client_protocol, started=scope[STARTED], principal=principal,
                 client_request_id=scope.get(CLIENT_REQUEST_ID))
+    wanted = headers.get("x-faregate-timeout")
+    if wanted is not None:
+        call.timeout = _timeout(wanted, request.app.state.gateway.config.router_settings.max_request_timeout)
     scope[CALL] = call
-    await request.app.state.gateway.pipeline.run(call)
+    # Until the pipeline returns (a stream: its first chunk), a client that leaves cancels the
+    # call at once — the upstream request is closed with it and the ledger keeps what was spent
+    # (after that, the SSE response watches).
+    task = asyncio.current_task()
+    receive = request.receive
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()  # type: ignore[union-attr]
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        await request.app.state.gateway.pipeline.run(call)
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()  # type: ignore[union-attr]
+        raise client_closed() from None
+    finally:
+        watcher.cancel()
     return call
+
+
+def _timeout(value: str, cap: float) -> float:
+    """A client's x-faregate-timeout: seconds per upstream attempt, at most `cap`."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise GatewayError(400, f"x-faregate-timeout must be a positive number of seconds (at most {cap:g}); got '{value[:40]}'.",
+                           type="invalid_request_error", code="invalid_timeout", param="x-faregate-timeout")
+    return min(seconds, cap)

@@ -2,7 +2,7 @@
 
 Deterministic replies ("Mock reply to: <last user text>"), tool calls, embeddings, streaming,
 programmable latency / errors / disconnects (settings, or per-request `x-mock-*` headers),
-vLLM-style /metrics, and request recording for tests. See `faregate.mock.server`.
+vLLM-, SGLang- or TGI-style /metrics, and request recording for tests. See `faregate.mock.server`.
 """
 
 from __future__ import annotations

@@ -30,14 +30,32 @@ METRICS_CT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _metrics_text(state: MockState) -> bytes:
+    """The engine gauges in Prometheus text format, named like `settings.metrics_flavor`'s engine
+    (vLLM, SGLang: `model_name` label; TGI: no labels, no KV-cache gauge)."""
     s = state.settings
     label = '{model_name="' + s.metrics_model_name.replace("\\", "\\\\").replace('"', '\\"') + '"}'
-    gauges = (
-        ("vllm:num_requests_running", "Number of requests currently running on GPU.", float(state.running)),
-        ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", float(s.num_requests_waiting)),
-        ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", float(s.kv_cache_usage_perc)),
-        ("vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", float(s.kv_cache_usage_perc)),
-    )
+    running = float(state.running + s.num_requests_running)
+    waiting = float(s.num_requests_waiting)
+    kv = float(s.kv_cache_usage_perc)
+    if s.metrics_flavor == "sglang":
+        gauges = (
+            ("sglang:num_running_reqs", "The number of running requests", running),
+            ("sglang:num_queue_reqs", "The number of requests in the waiting queue", waiting),
+            ("sglang:token_usage", "The token usage", kv),
+        )
+    elif s.metrics_flavor == "tgi":
+        label = ""
+        gauges = (
+            ("tgi_batch_current_size", "Current batch size", running),
+            ("tgi_queue_size", "Current queue size", waiting),
+        )
+    else:
+        gauges = (
+            ("vllm:num_requests_running", "Number of requests currently running on GPU.", running),
+            ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", waiting),
+            ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", kv),
+            ("vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", kv),
+        )
     lines = []
     for name, help_text, value in gauges:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name}{label} {value!r}"]

@@ -30,6 +30,8 @@ H_TOKENS = "x-mock-tokens"
 H_DISCONNECT = "x-mock-disconnect-after"
 H_OMIT_USAGE = "x-mock-omit-usage"
 
+METRICS_FLAVORS = ("vllm", "sglang", "tgi")  # which engine's metric names /metrics uses
+
 
 @dataclass
 class MockSettings:
@@ -46,8 +48,10 @@ class MockSettings:
     disconnect_after: int | None = None  # stream: close after N events; non-stream: close at once
     omit_usage: bool = False  # never send usage
     num_requests_waiting: int = 0  # /metrics gauge
+    num_requests_running: int = 0  # /metrics gauge, added to the requests in flight
     kv_cache_usage_perc: float = 0.0  # /metrics gauge, 0..1
     metrics_model_name: str = "mock"  # `model_name` label on /metrics
+    metrics_flavor: str = "vllm"  # /metrics names: "vllm", "sglang" or "tgi"
     embedding_dimensions: int = 8  # default when the request has no `dimensions`
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))  # GET /v1/models
     system_fingerprint: str = "fp_mock0000"
@@ -66,6 +70,9 @@ class MockSettings:
             if kind is None:
                 raise ValueError(f"unknown setting {key!r}")
             coerced[key] = _coerce(key, kind, value)
+        flavor = coerced.get("metrics_flavor", self.metrics_flavor)
+        if flavor not in METRICS_FLAVORS:
+            raise ValueError(f"metrics_flavor must be one of {', '.join(METRICS_FLAVORS)}, got {flavor!r}")
         for key, value in coerced.items():
             setattr(self, key, value)
 
@@ -107,7 +114,8 @@ _FIELD_KINDS = {
     "latency_ms": "float", "ttft_ms": "float", "itl_ms": "float", "error_rate": "float",
     "error_status": "int", "seed": "int?", "tokens": "int?", "require_api_key": "str?",
     "disconnect_after": "int?", "omit_usage": "bool", "num_requests_waiting": "int",
-    "kv_cache_usage_perc": "float", "metrics_model_name": "str", "embedding_dimensions": "int",
+    "num_requests_running": "int", "kv_cache_usage_perc": "float", "metrics_model_name": "str",
+    "metrics_flavor": "str", "embedding_dimensions": "int",
     "models": "list", "system_fingerprint": "str", "record_requests": "bool",
 }
 assert set(_FIELD_KINDS) == {f.name for f in fields(MockSettings)}

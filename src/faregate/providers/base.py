@@ -30,13 +30,17 @@ class Provider:
     def __init__(self, deployment: Deployment, transport: Transport) -> None:
         self.deployment = deployment
         self.transport = transport
-        d, connect = deployment, transport.connect_timeout
-        self._plain_timeouts = Timeouts(total=d.timeout, connect=connect, idle=d.timeout)
-        self._stream_timeouts = Timeouts(total=d.timeout, connect=connect, idle=d.stream_idle_timeout)
+        d = deployment
+        connect = d.connect_timeout or transport.connect_timeout
+        fb = d.first_byte_timeout if d.first_byte_timeout and d.first_byte_timeout < d.timeout else None
+        self._plain_timeouts = Timeouts(total=d.timeout, connect=connect, idle=d.timeout, first_byte=fb)
+        self._stream_timeouts = Timeouts(total=d.timeout, connect=connect, idle=d.stream_idle_timeout, first_byte=fb)
 
     def timeouts(self, call: Call) -> Timeouts:
-        """Total, connect and idle limits for one attempt (idle = gap between stream chunks)."""
-        return self._stream_timeouts if call.streaming else self._plain_timeouts
+        """Total, connect, first-byte and idle limits for one attempt (idle = gap between stream
+        chunks), shortened to the client's `x-faregate-timeout` when it sent one."""
+        t = self._stream_timeouts if call.streaming else self._plain_timeouts
+        return t if call.timeout is None else t.capped(call.timeout)
 
     async def start(self) -> None:
         """Acquire what the provider needs (load a model…). Called once at gateway start-up."""

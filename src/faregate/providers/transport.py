@@ -12,6 +12,7 @@ streams to one host, which is not the case we optimise for yet.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -144,17 +145,25 @@ class Transport:
         # A handful of distinct Timeouts exist (per deployment, stream or not): build each once.
         ct = self._timeouts.get(t)
         if ct is None:
+            if len(self._timeouts) > 1000:  # clients' x-faregate-timeout values
+                self._timeouts.clear()
             # An idle limit no shorter than the total adds nothing but a timer reset per read.
             idle = t.idle if t.idle < t.total else None
             ct = self._timeouts[t] = aiohttp.ClientTimeout(total=t.total, sock_connect=min(t.connect, t.total), sock_read=idle)
         return ct
+
+    def _plain_timeout(self, t: Timeouts) -> aiohttp.ClientTimeout:
+        """A non-stream answer's first byte comes when it is ready: first_byte bounds it all."""
+        if t.first_byte is None:
+            return self._client_timeout(t)
+        return self._client_timeout(Timeouts(total=t.first_byte, connect=t.connect, idle=t.first_byte))
 
     async def post_json(self, call: Call, dep: Deployment, url: str, headers: dict[str, str],
                         payload: dict[str, Any], timeouts: Timeouts) -> dict[str, Any]:
         started = time.perf_counter()
         try:
             async with self.session.post(url, data=orjson.dumps(payload), headers=headers,
-                                         timeout=self._client_timeout(timeouts)) as resp:
+                                         timeout=self._plain_timeout(timeouts)) as resp:
                 body = await resp.read()
                 if resp.status >= 400:
                     raise status_error(dep, resp.status, body, resp.headers)
@@ -179,7 +188,11 @@ class Transport:
         """Yield (event, data) from an SSE response; raises UpstreamError before or during."""
         clock = time.perf_counter
         started = clock()
+        # a stream's headers and first event within first_byte; later gaps within idle
+        first = asyncio.timeout(timeouts.first_byte) if timeouts.first_byte is not None else None
         try:
+            if first is not None:
+                await first.__aenter__()
             async with self.session.post(url, data=orjson.dumps(payload), headers=headers,
                                          timeout=self._client_timeout(timeouts)) as resp:
                 if resp.status >= 400:
@@ -200,6 +213,9 @@ class Transport:
                         call.upstream_wait += clock() - t0
                         return
                     call.upstream_wait += clock() - t0
+                    if first is not None:
+                        await first.__aexit__(None, None, None)
+                        first = None
                     yield item
         except TimeoutError as exc:
             raise _timeout(dep, timeouts) from exc

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from faregate.config.schema import Config, ModelEntry
+from faregate.routing.stats import DeploymentStats
 
 # LiteLLM provider prefix -> (faregate provider, default api_base or None)
 _OPENAI_COMPATIBLE: dict[str, str | None] = {
@@ -75,6 +76,13 @@ class Deployment:
     model_info: dict[str, Any] = field(default_factory=dict)
     entry: ModelEntry | None = field(default=None, repr=False)
     _api_key: str | None = field(default=None, repr=False)
+    order: int = 1  # priority tier: a higher one is used only when no lower one can serve
+    connect_timeout: float | None = None
+    first_byte_timeout: float | None = None  # headers (non-stream) / first chunk (stream)
+    max_parallel: int | None = None  # requests in flight to it from one replica
+    max_input_tokens: int | None = None  # its context window for prompts, when known
+    stats: DeploymentStats = field(default_factory=DeploymentStats, repr=False)
+    hash_seed: int = 0  # CRC-32 of the id, for sticky routing (set by the router)
 
     @property
     def api_key(self) -> str | None:
@@ -113,9 +121,18 @@ def build_deployments(config: Config) -> list[Deployment]:
                 model_info=dict(entry.model_info),
                 entry=entry,
                 _api_key=p.api_key.get_secret_value() if p.api_key else None,
+                order=p.order,
+                connect_timeout=p.connect_timeout,
+                first_byte_timeout=p.first_byte_timeout,
+                max_parallel=p.max_parallel_requests,
+                max_input_tokens=_int(entry.model_info.get("max_input_tokens")),
             )
         )
     return out
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 def deployment_problems(config: Config) -> list[str]:

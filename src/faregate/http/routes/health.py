@@ -1,4 +1,5 @@
-"""Liveness and readiness probes (no auth: load balancers call them)."""
+"""Liveness and readiness probes (no auth: load balancers call them), and the deployments'
+health for operators (master key)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,11 @@ async def ready(request: Request) -> Response:
     ok, states = request.app.state.gateway.ready()
     body = {"status": "ready" if ok else "starting", "deployments": {k: ("ready" if v else "starting") for k, v in states.items()}}
     return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/health/deployments", summary="Each deployment's breaker, load, latency and last error (master key)")
+async def deployments(request: Request) -> Response:
+    from faregate.http.routes.admin import require_master
+
+    await require_master(request)
+    return JSONResponse({"deployments": request.app.state.gateway.routing.health()})
