@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -65,6 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not has_key:
         log.warning("no master key set: the gateway is OPEN to anyone who can reach %s:%d", host, port)
     os.environ[CONFIG_ENV] = os.path.abspath(source) if source else EMBEDDED
+    drain = _shutdown_timeout(server)
+    os.environ[SHUTDOWN_TIMEOUT_ENV] = f"{drain:g}"  # the workers' drain deadline (http/app.py)
 
     # Hand the process over to granian's own command line: the supervisor that stays behind
     # holds no pydantic, config or faregate modules (~20 MB instead of ~40 MB); each worker
@@ -72,11 +75,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", host,
             "--port", str(port), "--workers", str(workers), "--loop", "uvloop" if _has_uvloop() else "asyncio",
             "--no-access-log", "--log-level", server.log_level, "--ws", "--backlog", "2048",
+            # SIGTERM: granian stops accepting and waits for open requests; each worker ends
+            # what is left at the deadline, then flushes its sinks. Killed only if that hangs.
+            "--workers-kill-timeout", str(min(1800, math.ceil(drain) + KILL_MARGIN)),
             "faregate.http.app:app_from_env"]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)
     return 0
+
+
+SHUTDOWN_TIMEOUT_ENV = "FAREGATE_SHUTDOWN_TIMEOUT"  # read by the workers: faregate.http.app
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+KILL_MARGIN = 15  # seconds past the drain deadline for the workers to flush their sinks
+
+
+def _shutdown_timeout(server: object) -> float:
+    """How long SIGTERM waits for in-flight calls: FAREGATE_SHUTDOWN_TIMEOUT if set, else
+    `server.shutdown_timeout` (once the config has it), else 30 s."""
+    value = os.environ.get(SHUTDOWN_TIMEOUT_ENV)
+    try:
+        seconds = float(value) if value else float(getattr(server, "shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT))
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < float("inf"):
+        print(f"{SHUTDOWN_TIMEOUT_ENV}={value!r} is not a number of seconds; using {DEFAULT_SHUTDOWN_TIMEOUT:g}", file=sys.stderr)
+        seconds = DEFAULT_SHUTDOWN_TIMEOUT
+    return seconds
 
 
 def run_migrations(source: str | None) -> int:

@@ -2,14 +2,23 @@
 
 `create_app(config)` builds one; `app_from_env()` is the factory the server workers import
 (the CLI validated the config and passes its path in FAREGATE_CONFIG).
+
+Shutdown (SIGTERM/SIGINT): granian stops accepting at once and waits for every open request;
+then the lifespan's exit closes the gateway (sinks flushed). `_drain_deadline` bounds that
+wait: FAREGATE_SHUTDOWN_TIMEOUT seconds after the signal, the calls still running are ended
+(503, streams cut short, each with its ledger row) so the worker can still flush and exit 0.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,6 +32,7 @@ from faregate.config import Config
 from faregate.config.sources import CONFIG_ENV, load
 from faregate.core.errors import GatewayError
 from faregate.gateway import Gateway
+from faregate.http.calls import end_inflight
 from faregate.http.context import RequestContext
 from faregate.http.fastpath import FastPath, fast_routes
 from faregate.http.responses import exception_response
@@ -53,9 +63,11 @@ def create_app(config: Config) -> FastAPI:
         # load, 390-490 µs with 20,000). Request garbage is freed by reference counting; only
         # cycles wait for the collector, so a larger threshold only delays freeing those.
         gc.set_threshold(GC_GEN0_THRESHOLD, 10, 10)
+        restore = _drain_deadline(shutdown_timeout())
         try:
             yield
         finally:
+            restore()
             await gateway.close()
 
     app = FastAPI(title="faregate", version=__version__, lifespan=lifespan,
@@ -90,6 +102,64 @@ def create_app(config: Config) -> FastAPI:
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
     return app
+
+
+SHUTDOWN_TIMEOUT_ENV = "FAREGATE_SHUTDOWN_TIMEOUT"
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+
+
+def shutdown_timeout() -> float:
+    """Seconds in-flight calls may take to finish after SIGTERM (`faregate serve` sets the env)."""
+    try:
+        return max(0.0, float(os.environ.get(SHUTDOWN_TIMEOUT_ENV, DEFAULT_SHUTDOWN_TIMEOUT)))
+    except ValueError:
+        return DEFAULT_SHUTDOWN_TIMEOUT
+
+
+def _drain_deadline(timeout: float) -> Callable[[], None]:
+    """Chain onto the server's SIGTERM/SIGINT handlers: the signal starts a `timeout` timer
+    that ends the calls still running. Returns what restores the handlers.
+
+    The server's own handler (the loop's, installed with `add_signal_handler`) still runs
+    first-hand: only the Python-level handler is wrapped. Outside the main thread (an
+    in-process test client) there is no signal to watch."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle | None = None
+
+    def expire() -> None:
+        ended = end_inflight()
+        if ended:
+            log.warning("shutdown: %d call(s) still running after %gs, ended", ended, timeout)
+
+    def start() -> None:
+        nonlocal timer
+        if timer is None:
+            log.info("shutdown: draining in-flight calls (at most %gs)", timeout)
+            timer = loop.call_later(timeout, expire)
+
+    previous: dict[int, Callable[..., object]] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(sig)
+        if not callable(handler):  # nobody serving us handles it: not ours to take over
+            continue
+
+        def chained(signum: int, frame: object, handler: Callable[..., object] = handler) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(start)
+            handler(signum, frame)
+
+        previous[sig] = handler
+        signal.signal(sig, chained)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if timer is not None:
+            timer.cancel()
+
+    return restore
 
 
 def asgi_app(app: FastAPI) -> RequestContext:

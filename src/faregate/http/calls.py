@@ -4,6 +4,10 @@
 gateway parse megabytes) and reads the JSON body within the size limit; `run` builds the
 `Call`, links it to the request context (for `x-faregate-overhead-ms`) and runs the pipeline.
 Routes only validate, translate and serialize around these two.
+
+`INFLIGHT` holds the task of every API call until it ends (its response sent or its stream
+closed): when a shutdown's drain deadline passes, `end_inflight` cancels what is left, each
+call answering 503 (a stream: cut short) with its ledger row written before the sinks flush.
 """
 
 from __future__ import annotations
@@ -21,6 +25,33 @@ from faregate.http.context import CALL, CLIENT_REQUEST_ID, REQUEST_ID, STARTED
 
 if TYPE_CHECKING:
     from faregate.gateway import Gateway
+
+INFLIGHT: dict[asyncio.Task[Any], Call] = {}
+_ended = False  # the drain deadline has passed: cancellations now mean "shutting down"
+
+
+def shutting_down() -> GatewayError:
+    return GatewayError(503, "The gateway is shutting down; retry the request.", type="api_error",
+                        code="server_shutting_down", headers={"retry-after": "1"})
+
+
+def end_inflight() -> int:
+    """Cancel every API call still running (the drain deadline has passed); how many."""
+    global _ended
+    _ended = True
+    for task, call in INFLIGHT.items():
+        if call.finished_at is None and call.error is None:
+            call.error = shutting_down()  # what the ledger records for a stream cut short
+        task.cancel()
+    return len(INFLIGHT)
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    INFLIGHT.pop(task, None)
+
+
+def ending() -> bool:
+    return _ended
 
 
 async def admit(request: Request) -> tuple[Principal, Any]:
@@ -56,6 +87,9 @@ async def run(request: Request, principal: Principal, endpoint: Endpoint, body: 
     # call at once — the upstream request is closed with it and the ledger keeps what was spent
     # (after that, the SSE response watches).
     task = asyncio.current_task()
+    assert task is not None
+    INFLIGHT[task] = call
+    task.add_done_callback(_forget)
     receive = request.receive
     gone = False
 
@@ -64,16 +98,19 @@ async def run(request: Request, principal: Principal, endpoint: Endpoint, body: 
         while (await receive())["type"] != "http.disconnect":
             pass
         gone = True
-        task.cancel()  # type: ignore[union-attr]
+        task.cancel()
 
     watcher = asyncio.get_running_loop().create_task(watch())
     try:
         await request.app.state.gateway.pipeline.run(call)
     except asyncio.CancelledError:
-        if not gone:
-            raise
-        task.uncancel()  # type: ignore[union-attr]
-        raise client_closed() from None
+        if gone:
+            task.uncancel()
+            raise client_closed() from None
+        if _ended:
+            task.uncancel()
+            raise shutting_down() from None
+        raise
     finally:
         watcher.cancel()
     return call

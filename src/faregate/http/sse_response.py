@@ -14,6 +14,10 @@ from collections.abc import AsyncGenerator
 
 from starlette.types import Receive, Scope, Send
 
+from faregate.core.errors import client_closed
+from faregate.http.calls import ending
+from faregate.http.context import CALL
+
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -37,6 +41,11 @@ class SSEResponse:
             while (await receive())["type"] != "http.disconnect":
                 pass
             gone = True
+            # The cancellation reaches the body as CancelledError (not GeneratorExit, which is
+            # what tells the pipeline the client left): mark the call before its after-steps run.
+            call = scope.get(CALL)
+            if call is not None and call.finished_at is None and call.error is None:
+                call.error = client_closed()
             task.cancel()
 
         watcher = asyncio.get_running_loop().create_task(watch())
@@ -46,9 +55,9 @@ class SSEResponse:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not gone:
+            if not gone and not ending():
                 raise
-            task.uncancel()  # the client left: not an error of ours
+            task.uncancel()  # the client left, or the shutdown deadline passed: the stream just ends
         except OSError:
             pass  # the connection broke while sending: the client left
         finally:

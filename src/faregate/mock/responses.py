@@ -19,6 +19,7 @@ from faregate.mock.settings import Knobs
 
 JSON_CT = "application/json"
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+CLIENT_GONE = "faregate_mock_client_gone"  # set on a request whose stream found the client gone
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -164,7 +165,8 @@ async def stream_sse(request: web.BaseRequest, plan: SSEPlan, knobs: Knobs,
             if pending:
                 await resp.write(b"".join(pending))
     except ConnectionError:
-        return resp  # the client went away
+        request[CLIENT_GONE] = True  # the client went away
+        return resp
     if cut:
         drop_connection(request)
     return resp

@@ -6,7 +6,9 @@
     await upstream.stop()
 
 Control endpoints (for tests): GET/DELETE /mock/requests (the last 200 API requests),
-GET/POST/DELETE /mock/settings (read / patch / reset the live settings).
+GET/POST/DELETE /mock/settings (read / patch / reset the live settings), GET /mock/stats
+(API requests received, running, and cancelled: their client left before the response was
+finished — the handler is cancelled the moment the connection drops, as an engine would abort).
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ def build_app(settings: MockSettings | None = None, protocol: str = "both") -> w
         state.requests.clear()
         return json_response({"cleared": cleared})
 
+    async def get_stats(request: web.Request) -> web.Response:
+        return json_response(state.stats())
+
     async def get_settings(request: web.Request) -> web.Response:
         return json_response(state.settings.to_dict())
 
@@ -132,6 +137,7 @@ def build_app(settings: MockSettings | None = None, protocol: str = "both") -> w
     r.add_get("/metrics", metrics)
     r.add_get("/mock/requests", get_requests)
     r.add_delete("/mock/requests", clear_requests)
+    r.add_get("/mock/stats", get_stats)
     r.add_get("/mock/settings", get_settings)
     r.add_post("/mock/settings", patch_settings)
     r.add_delete("/mock/settings", reset_settings)
@@ -167,7 +173,9 @@ class MockUpstream:
         """Listen and return the base URL, e.g. `http://127.0.0.1:54321` (port 0 = pick a free one)."""
         if self._runner is not None:
             raise RuntimeError("MockUpstream is already started")
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        # handler_cancellation: a client that drops the connection cancels its handler at once.
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
+                               handler_cancellation=True)
         await runner.setup()
         try:
             site = web.TCPSite(runner, host, port, backlog=backlog, reuse_port=reuse_port or None)

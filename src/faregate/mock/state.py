@@ -4,12 +4,18 @@
 the in-flight count (for /metrics), request recording, the API key check, the `x-mock-*`
 knobs and injected errors, and JSON body parsing. The implementation then only builds the
 answer: `impl(request, body, knobs) -> response`.
+
+A request whose client goes away before its response is finished (the server cancels the
+handler, or a stream write finds the socket closed) counts as cancelled: `MockState.cancelled`
+and the record's `cancelled_at` (wall-clock seconds) — how tests see that a gateway really
+stopped the upstream request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +23,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from faregate.mock.responses import anthropic_error, openai_error
+from faregate.mock.responses import CLIENT_GONE, anthropic_error, openai_error
 from faregate.mock.settings import Knobs, MockSettings, resolve_knobs
 
 RECORD_LIMIT = 200
@@ -35,6 +41,8 @@ class MockState:
         self.initial = settings.to_dict()
         self.rng = random.Random(settings.seed)
         self.running = 0
+        self.total = 0  # API requests received
+        self.cancelled = 0  # ... whose client left before the response was finished
         self.requests: deque[dict[str, Any]] = deque(maxlen=RECORD_LIMIT)
 
     def patch(self, values: dict[str, Any]) -> None:
@@ -45,6 +53,9 @@ class MockState:
     def reset(self) -> None:
         self.settings.patch(self.initial)
         self.rng.seed(self.settings.seed)
+
+    def stats(self) -> dict[str, int]:
+        return {"requests": self.total, "running": self.running, "cancelled": self.cancelled}
 
 
 _INVALID = object()
@@ -68,6 +79,8 @@ def api_handler(state: MockState, flavor: str, impl: Impl) -> Callable[[web.Requ
 
     async def handler(request: web.Request) -> web.StreamResponse:
         state.running += 1
+        state.total += 1
+        record: dict[str, Any] | None = None
         try:
             fl = flavor if flavor != "auto" else ("anthropic" if wants_anthropic(request) else "openai")
             error = anthropic_error if fl == "anthropic" else openai_error
@@ -80,10 +93,12 @@ def api_handler(state: MockState, flavor: str, impl: Impl) -> Callable[[web.Requ
                     body = _INVALID
             s = state.settings
             if s.record_requests:
-                state.requests.append({
+                record = {
                     "method": request.method, "path": request.path, "query": dict(request.query),
                     "headers": {str(k): v for k, v in request.headers.items()}, "body": None if body is _INVALID else body,
-                })
+                    "received_at": time.time(), "cancelled_at": None,
+                }
+                state.requests.append(record)
             key = s.require_api_key
             if key is not None and not _authorized(request.headers, key, fl):
                 return error(401)
@@ -97,8 +112,20 @@ def api_handler(state: MockState, flavor: str, impl: Impl) -> Callable[[web.Requ
                 return error(knobs.status, code=knobs.error_code)
             if request.method == "POST" and not isinstance(body, dict):
                 return error(400, "We could not parse the JSON body of your request: expected a JSON object.")
-            return await impl(request, body, knobs)
+            response = await impl(request, body, knobs)
+            if request.get(CLIENT_GONE):
+                _cancelled(state, record)
+            return response
+        except asyncio.CancelledError:  # the server cancels the handler when the client leaves
+            _cancelled(state, record)
+            raise
         finally:
             state.running -= 1
 
     return handler
+
+
+def _cancelled(state: MockState, record: dict[str, Any] | None) -> None:
+    state.cancelled += 1
+    if record is not None:
+        record["cancelled_at"] = time.time()

@@ -13,6 +13,8 @@ streams to one host, which is not the case we optimise for yet.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import email.utils
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -87,7 +89,12 @@ def _retry_after(headers: Any) -> float | None:
         try:
             return float(value)
         except ValueError:
+            pass
+        try:  # the HTTP-date form
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
             return None
+        return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds()) if when.tzinfo else None
     return None
 
 

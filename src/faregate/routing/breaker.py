@@ -150,6 +150,7 @@ class Breakers:
         self._clock = clock
         self._refresh_seconds = refresh_seconds
         self._circuits: dict[str, _Circuit] = {}
+        self.not_closed: set[str] = set()  # ids whose breaker is open or half-open (the router's fast path)
         self._task: asyncio.Task | None = None
         self._warned_at = float("-inf")
         self._script = redis.register_script(_SCRIPT) if redis is not None else None
@@ -161,6 +162,18 @@ class Breakers:
         if c is None:
             c = self._circuits[deployment_id] = _Circuit(RollingPair(self.settings.window_seconds))
         return c
+
+    def watch(self, deployment_ids: list[str]) -> None:
+        """Follow these deployments from the start (with Redis, the refresh reads their state
+        even before this replica sends them anything)."""
+        for d in deployment_ids:
+            self._circuit(d)
+
+    def _track(self, deployment_id: str, c: _Circuit) -> None:
+        if c.state == CLOSED:
+            self.not_closed.discard(deployment_id)
+        else:
+            self.not_closed.add(deployment_id)
 
     def allows(self, deployment_id: str, now: float | None = None) -> bool:
         """True if closed, or half-open with a probe slot free (not taken: `acquire_probe`)."""
@@ -220,6 +233,7 @@ class Breakers:
                 _reraise_cancel(exc)
         else:
             self._record_local(c, ok)
+        self._track(deployment_id, c)
         if c.state == OPEN != before:
             log.warning("circuit breaker for %s opened (%d consecutive failures)",
                         deployment_id, c.consecutive)
@@ -274,7 +288,9 @@ class Breakers:
             self._warn("refresh", exc)
             return
         for dep, reply in zip(ids, replies, strict=True):
-            self._apply(self._circuits[dep], reply)
+            c = self._circuits[dep]
+            self._apply(c, reply)
+            self._track(dep, c)
 
     def snapshot(self) -> dict[str, dict]:
         """Every known deployment's breaker, for a health endpoint or a gauge."""

@@ -59,6 +59,9 @@ class Router:
         self.breakers = breakers  # .allows(id) -> bool, .acquire_probe(id) -> bool
         self.engines = engines  # .overloaded(id) -> bool
         self._cooling: dict[str, float] = {}  # deployment id -> monotonic time its retry-after ends
+        self._tiered = {g for g, deps in self.groups.items() if len({d.order for d in deps}) > 1}
+        if breakers is not None:
+            breakers.watch([d.id for deps in self.groups.values() for d in deps])
 
     def cooling(self, deployment_id: str) -> float | None:
         """Seconds left of its retry-after, or None."""
@@ -131,17 +134,22 @@ class Router:
                     del self._cooling[dep_id]
             if self._cooling:
                 exclude = {*exclude, *self._cooling}
-        usable = [d for d in deps if d.weight > 0 and d.id not in exclude
-                  and (breakers is None or breakers.allows(d.id))] if (exclude or breakers is not None) \
-            else [d for d in deps if d.weight > 0]
+        tripped = breakers.not_closed if breakers is not None else ()
+        if exclude or tripped:
+            usable = [d for d in deps if d.weight > 0 and d.id not in exclude
+                      and (d.id not in tripped or breakers.allows(d.id))]
+        else:
+            usable = [d for d in deps if d.weight > 0]
         if len(usable) <= 1:
             return usable
         engines = self.engines
         if engines is not None:  # overloaded engines only while nothing else can take it
             relaxed = [d for d in usable if not engines.overloaded(d.id)]
             usable = relaxed or usable
+        if deps[0].group not in self._tiered:
+            return usable
         top = min(d.order for d in usable)
-        return [d for d in usable if d.order == top] if any(d.order != top for d in usable) else usable
+        return [d for d in usable if d.order == top]
 
     def _choose(self, group: str, candidates: list[Deployment], call: Call | None) -> Deployment:
         if len(candidates) == 1:

@@ -32,6 +32,8 @@ class DeploymentStats:
     _slot: list[int] = field(default_factory=lambda: [0] * _BUCKETS)
     _reqs: list[int] = field(default_factory=lambda: [0] * _BUCKETS)
     _toks: list[int] = field(default_factory=lambda: [0] * _BUCKETS)
+    _past_slot: int = -1
+    _past: tuple[int, int] = (0, 0)
 
     def _bucket(self, now: float) -> int:
         slot = int(now // 10)
@@ -70,12 +72,15 @@ class DeploymentStats:
     def minute_usage(self, now: float | None = None) -> tuple[int, int]:
         """(requests, tokens) in the last minute (six 10-second buckets)."""
         slot = int((time.time() if now is None else now) // 10)
-        reqs = toks = 0
-        for i in range(_BUCKETS):
-            if slot - self._slot[i] < _BUCKETS:
-                reqs += self._reqs[i]
-                toks += self._toks[i]
-        return reqs, toks
+        if slot != self._past_slot:  # the five earlier buckets' sum, once per 10 s
+            slots, r, t = self._slot, self._reqs, self._toks
+            past = [i for i in range(_BUCKETS) if slot - _BUCKETS < slots[i] < slot]
+            self._past = (sum(r[i] for i in past), sum(t[i] for i in past))
+            self._past_slot = slot
+        i = slot % _BUCKETS
+        if self._slot[i] == slot:
+            return self._past[0] + self._reqs[i], self._past[1] + self._toks[i]
+        return self._past
 
     def snapshot(self) -> dict[str, object]:
         reqs, toks = self.minute_usage()

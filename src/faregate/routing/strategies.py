@@ -21,6 +21,7 @@ deployment while it stays healthy — and when it does not, only its conversatio
 from __future__ import annotations
 
 import random
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
@@ -113,7 +114,25 @@ class LatencyBased(_Scored):
         s = d.stats
         if call is not None and call.streaming:
             return s.ewma_ttft
-        return s.ewma_latency_per_token if s.ewma_latency_per_token is not None else s.ewma_latency
+        return s.ewma_latency_per_token
+
+    def pick(self, candidates: Sequence[Deployment], call: Call | None) -> Deployment:
+        # Seconds per token and seconds per request don't compare: requests without output
+        # tokens (embeddings) are judged on latency alone, the others per token.
+        if (len(candidates) > 1 and (call is None or not call.streaming)
+                and all(d.stats.ewma_latency_per_token is None for d in candidates)
+                and any(d.stats.ewma_latency is not None for d in candidates)):
+            return self._per_request.pick(candidates, call)
+        return super().pick(candidates, call)
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        super().__init__(rng)
+        self._per_request = _PerRequest(self.rng)
+
+
+class _PerRequest(_Scored):
+    def score(self, d: Deployment, call: Call | None) -> float | None:
+        return d.stats.ewma_latency
 
 
 class CostBased(_Scored):
@@ -143,11 +162,22 @@ class CostBased(_Scored):
 
 
 class UsageBased(_Scored):
-    name = "usage-based"
+    """Headroom is re-read at most every `REFRESH` seconds (usage per minute does not move
+    faster than that), so a pick among 100 deployments stays a few dict lookups."""
 
-    def score(self, d: Deployment, call: Call | None) -> float:
+    name = "usage-based"
+    REFRESH = 0.25
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        super().__init__(rng)
+        self._scores: dict[str, float] = {}
+        self._read_at = 0.0
+
+    def score(self, d: Deployment, call: Call | None, now: float | None = None) -> float:
         """Minus the share of its own limits left this minute (deployments without limits: -1)."""
-        reqs, toks = d.stats.minute_usage()
+        if not (d.rpm or d.tpm):
+            return -1.0
+        reqs, toks = d.stats.minute_usage(now)
         left = 1.0
         if d.rpm:
             left = min(left, 1.0 - reqs / d.rpm)
@@ -158,9 +188,19 @@ class UsageBased(_Scored):
     def pick(self, candidates: Sequence[Deployment], call: Call | None) -> Deployment:
         if len(candidates) == 1:
             return candidates[0]
-        scores = [self.score(d, call) for d in candidates]
-        best = min(scores)
-        return weighted_choice([d for d, s in zip(candidates, scores, strict=True) if s <= best + TIE], self.rng)
+        now = time.time()
+        scores = self._scores
+        if now - self._read_at > self.REFRESH:
+            scores.clear()
+            self._read_at = now
+        vals = []
+        for d in candidates:
+            v = scores.get(d.id)
+            if v is None:
+                v = scores[d.id] = self.score(d, call, now)
+            vals.append(v)
+        bound = min(vals) + TIE
+        return weighted_choice([d for d, v in zip(candidates, vals, strict=True) if v <= bound], self.rng)
 
 
 def build_strategy(name: str, price_of: Callable[[Deployment], float | None], rng: random.Random | None = None) -> Strategy:
@@ -200,9 +240,13 @@ class Sticky:
 
     @staticmethod
     def pick(candidates: Sequence[Deployment], key: bytes) -> Deployment:
+        # CRC-32 is affine in its start value: crc32(key, seed) would rank deployments by
+        # crc(key) XOR c(seed), which spreads keys unevenly. A multiplicative (Fibonacci) mix of
+        # crc(key) XOR the deployment's own CRC scores them evenly.
+        k = zlib.crc32(key)
         best, best_h = candidates[0], -1
         for d in candidates:
-            h = zlib.crc32(key, d.hash_seed)
+            h = ((k ^ d.hash_seed) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
             if h > best_h:
                 best, best_h = d, h
         return best
