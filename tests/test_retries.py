@@ -109,7 +109,7 @@ def test_status_errors_keep_upstream_fields_and_scrub_secrets() -> None:
     rate = upstream(429, OPENAI_RATE, {"retry-after": "7"})
     assert (rate.status, rate.retry_after, rate.headers["retry-after"]) == (429, 7.0, "7")
     assert upstream(429, OPENAI_RATE, {"retry-after-ms": "1500", "retry-after": "7"}).retry_after == 1.5
-    assert upstream(429, OPENAI_RATE, {"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}).retry_after is None
+    assert upstream(429, OPENAI_RATE, {"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}).retry_after == 0.0  # past
     assert upstream(503, OPENAI_500, {"retry-after": "2"}).retry_after == 2.0
 
 
