@@ -5,8 +5,9 @@ settings are global to its process); healthy deployments share one mock and are 
 their upstream model name, which the mock echoes in `model`. Four gateways are started once for
 the module, in parallel:
 
-- main: retries, breakers (allowed_fails 2, cooldown 1 s), retry-after cool-downs, mid-stream
-  failures, context-window fallbacks, self-hosted overflow (its retry budget is generous);
+- main: retries, breakers (allowed_fails 2, cooldown 1 s), retry-after cool-downs (and a
+  retry-after longer than max_retry_after_seconds), mid-stream failures, context-window
+  fallbacks, self-hosted overflow (its retry budget is generous);
 - budget: every deployment down, num_retries 3, a tight retry budget, breakers off;
 - queue: max_in_flight 2 (fair queue per key), num_retries 0, x-faregate-timeout;
 - qfull: max_in_flight 1 with max_queue 2.
@@ -75,9 +76,10 @@ def _start_mocks(tmp: Path, specs: dict[str, list[str]]) -> dict[str, Mock]:
     for name, extra in specs.items():
         port = free_port()
         log = tmp / f"mock-{name}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "faregate", "mock-upstream", "--port", str(port),
-                                 "--require-api-key", UPSTREAM_KEY, *extra],
-                                stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        with log.open("wb") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen([sys.executable, "-m", "faregate", "mock-upstream", "--port", str(port),
+                                     "--require-api-key", UPSTREAM_KEY, *extra],
+                                    stdout=out, stderr=subprocess.STDOUT)
         started[name] = Mock(f"http://127.0.0.1:{port}", proc, log)
     deadline = time.monotonic() + 30
     try:
@@ -492,7 +494,20 @@ def test_breaker_opens_skips_the_dead_deployment_probes_it_after_cooldown_and_cl
             break
     else:
         pytest.fail("the failing deployment's breaker never opened")
-    rec.patch(error_rate=0.0)
+    # half-open under concurrency: one probe at a time (it fails slowly here, 300 ms)
+    rec.patch(latency_ms=300)
+    time.sleep(health(gw)[rec_id]["breaker"]["cooldown_left"] + 0.1)
+    assert health(gw)[rec_id]["breaker"]["state"] == "half_open"
+    rec.clear()
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(5):
+            assert list(pool.map(lambda _: served_by(gw, "rec"), range(8))) == ["rec-live"] * 8
+            if rec.count():
+                break
+    assert rec.count() == 1, "more than one probe went to a half-open deployment"
+    assert health(gw)[rec_id]["breaker"]["state"] == "open"
+    # recovered: the next probe succeeds and closes the breaker
+    rec.patch(error_rate=0.0, latency_ms=0)
     time.sleep(health(gw)[rec_id]["breaker"]["cooldown_left"] + 0.1)
     before = health(gw)[rec_id]["requests"]
     for _ in range(40):
@@ -548,9 +563,6 @@ def test_retry_after_keeps_a_rate_limited_deployment_out_until_it_passed(gateway
     assert health(gw)[rl_id]["cooling_down"] is not None  # the new 429's retry-after
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: a retry-after longer than max_retry_after_seconds is "
-                   "ignored in a one-deployment group: invoke retries the same deployment at once "
-                   "(stages/invoke.py: cool_down/limited only when the group has > 1 deployment)")
 def test_a_retry_after_longer_than_the_maximum_is_not_hammered_in_a_one_deployment_group(
         gateways: dict[str, Server], mocks: dict[str, Mock]) -> None:
     gw = gateways["main"]  # max_retry_after_seconds 0.5, num_retries 2

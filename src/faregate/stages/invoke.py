@@ -92,6 +92,14 @@ class Invoke:
                     delay = self.policy.delay(max(retries, 1), last, same_deployment=dep.id == last_dep)
                     if delay > 0:
                         await asyncio.sleep(delay)
+                dq = self.deployment_queues.get(dep.id)
+                if dq is not None:
+                    try:
+                        call.deployment_slot = await _enter(dq, call)
+                    except GatewayError as full:  # its queue is full: another deployment may have room
+                        last = full
+                        limited.add(dep.id)
+                        continue
                 try:
                     await self._attempt(call, dep)
                     return False
@@ -108,8 +116,9 @@ class Invoke:
                     if not exc.retryable:
                         raise
                     tried.add(dep.id)
-                    if exc.retry_after and len(self.router.deployments_of(group)) > 1:
-                        self.router.cool_down(dep.id, exc.retry_after)  # others can serve meanwhile
+                    if exc.retry_after:
+                        if len(self.router.deployments_of(group)) > 1:
+                            self.router.cool_down(dep.id, exc.retry_after)  # others serve meanwhile
                         if exc.retry_after > self.policy.max_retry_after:
                             limited.add(dep.id)  # not this call's to wait for: elsewhere, or fall back
                     if retries >= self.policy.retries_for(cls):
@@ -143,12 +152,9 @@ class Invoke:
             await self.limiter.settle_tokens(hold, (tokens.input + tokens.output) if tokens and served else 0)
 
     async def _attempt(self, call: Call, dep: Deployment) -> None:
-        dq = self.deployment_queues.get(dep.id)
-        slot = await _enter(dq, call) if dq is not None else None
         call.deployment = dep
         call.attempts += 1
         call.attempt_started = time.perf_counter()
-        call.deployment_slot = slot
         dep.stats.started()
         try:
             await self._call(call, self.providers[dep.id])
@@ -166,10 +172,11 @@ class Invoke:
         now = time.perf_counter()
         tokens = call.tokens
         ttft = call.first_token_at - started if (call.first_token_at and started and call.streaming) else None
-        dep.stats.finished(ok and err is None, latency=now - started if started else None, ttft=ttft,
+        # `ok`: the deployment did its job (a 400 for a too-long prompt is not its failure)
+        dep.stats.finished(ok, latency=now - started if started and err is None else None, ttft=ttft,
                            output_tokens=tokens.output if tokens else 0,
                            tokens=(tokens.input + tokens.output) if tokens else 0,
-                           error=f"{err.code}: {err.message}" if err is not None else None)
+                           error=f"{err.code}: {err.message}" if err is not None and not ok else None)
         self._free_slot(call, dep)
         if self.breakers is not None:
             await self.breakers.record(dep.id, ok)
