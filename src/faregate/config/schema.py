@@ -154,6 +154,7 @@ class ServerSettings(_Strict):
     default_timeout: float = Field(default=600.0, gt=0, description="Total timeout (s) per upstream attempt when neither deployment nor router sets one.")
     stream_idle_timeout: float = Field(default=120.0, gt=0, description="Longest gap (s) allowed between two stream chunks.")
     max_connections_per_host: int = Field(default=512, ge=1)
+    shutdown_timeout: float = Field(default=30.0, ge=0, le=1785, description="After SIGTERM, seconds in-flight calls may take to finish before they are ended (503); then sinks flush and the process exits. FAREGATE_SHUTDOWN_TIMEOUT overrides it.")
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".faregate")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

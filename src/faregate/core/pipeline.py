@@ -55,8 +55,8 @@ class Pipeline:
             call.finished_at = time.perf_counter()
             await self._unwind(call, ran)
             raise
-        except asyncio.CancelledError:  # the client left: settle and record what was spent
-            call.error = client_closed()
+        except asyncio.CancelledError:  # the client left (or shutdown ended it): settle, record
+            call.error = call.error or client_closed()
             call.finished_at = time.perf_counter()
             await self._unwind(call, ran)
             raise
