@@ -63,6 +63,7 @@ class Gateway:
         master = config.general_settings.master_key
         self.auth = Authenticate(master.get_secret_value() if master else None, self.directory)
         self.routing = build_routing(config, self.deployments, self.prices, self.redis)
+        self.routing.probe_with(self.providers, rs.health_check_interval)
         self.router = self.routing.router
         self.limiter = Limiter(self.redis_url, self.redis, config.limits.rpm_strategy)
         self.budgets = Budgets(self.redis)

@@ -105,6 +105,7 @@ class RouterSettings(_Open):
     retry_backoff_seconds: float = Field(default=0.05, ge=0, le=30)
     max_retry_after_seconds: float = Field(default=10.0, ge=0, description="Longest upstream retry-after honoured before retrying (longer: fall back instead).")
     max_in_flight: int | None = Field(default=None, ge=1, description="Requests in flight per replica; more wait in a fair queue.")
+    health_check_interval: float | None = Field(default=None, ge=1, description="Seconds between active probes of every deployment (a one-token request each; off by default).")
     max_queue: int = Field(default=1000, ge=0, description="Requests waiting per queue; beyond it: 429.")
     max_queue_wait_seconds: float = Field(default=10.0, gt=0, description="Longest wait in a queue; beyond it: 429.")
 

@@ -15,6 +15,7 @@ from faregate.routing.breaker import Breakers, BreakerSettings
 from faregate.routing.deployment import Deployment
 from faregate.routing.engine_load import EngineMonitor, EngineThresholds
 from faregate.routing.fair_queue import FairQueue, QueueSettings
+from faregate.routing.probes import ActiveProbes
 from faregate.routing.retries import RetryPolicy
 from faregate.routing.retry_budget import RetryBudget
 from faregate.routing.router import Router
@@ -31,13 +32,23 @@ class Routing:
     engines: EngineMonitor | None = None
     queue: FairQueue | None = None
     deployment_queues: dict[str, FairQueue] = field(default_factory=dict)
+    probes: ActiveProbes | None = None
+
+    def probe_with(self, providers: dict[str, Any], interval: float | None) -> None:
+        if interval:
+            deps = [d for ds in self.router.groups.values() for d in ds]
+            self.probes = ActiveProbes(deps, providers, self.breakers, interval)
 
     async def start(self) -> None:
         await self.breakers.start()
         if self.engines is not None:
             await self.engines.start()
+        if self.probes is not None:
+            await self.probes.start()
 
     async def close(self) -> None:
+        if self.probes is not None:
+            await self.probes.close()
         await self.breakers.close()
         if self.engines is not None:
             await self.engines.close()

@@ -28,6 +28,7 @@ class DeploymentStats:
     last_error: str | None = None  # error code and message of the last failure (no secrets)
     last_error_at: float | None = None  # wall clock
     last_ok_at: float | None = None
+    last_probe: dict[str, object] | None = None  # the last active probe: ok, ms, at, error
     # requests and tokens of the last minute, for usage-based routing (10 s buckets)
     _slot: list[int] = field(default_factory=lambda: [0] * _BUCKETS)
     _reqs: list[int] = field(default_factory=lambda: [0] * _BUCKETS)
@@ -65,6 +66,12 @@ class DeploymentStats:
         if ttft is not None:
             self.ewma_ttft = _ewma(self.ewma_ttft, ttft)
 
+    def probed(self, ok: bool, seconds: float, error: str | None) -> None:
+        """An active probe's outcome (routing/probes.py): reported apart from real traffic."""
+        self.last_probe = {"ok": ok, "ms": round(seconds * 1000, 3), "at": time.time(), "error": error}
+        if not ok:
+            self.last_error, self.last_error_at = error, time.time()
+
     def abandoned(self) -> None:
         """The attempt ended without a verdict (the client left): it is just no longer in flight."""
         self.in_flight = max(0, self.in_flight - 1)
@@ -88,7 +95,8 @@ class DeploymentStats:
                 "ewma_ttft_ms": _ms(self.ewma_ttft), "ewma_latency_ms": _ms(self.ewma_latency),
                 "ewma_ms_per_output_token": _ms(self.ewma_latency_per_token),
                 "requests_last_minute": reqs, "tokens_last_minute": toks,
-                "last_error": self.last_error, "last_error_at": self.last_error_at, "last_ok_at": self.last_ok_at}
+                "last_error": self.last_error, "last_error_at": self.last_error_at, "last_ok_at": self.last_ok_at,
+                "last_probe": self.last_probe}
 
 
 def _ewma(old: float | None, new: float) -> float:
