@@ -22,6 +22,7 @@ from faregate.core.call import Call, Endpoint
 from faregate.core.errors import GatewayError, client_closed
 from faregate.http.body import read_json
 from faregate.http.context import CALL, CLIENT_REQUEST_ID, REQUEST_ID, STARTED
+from faregate.http.disconnect import ClientWatch
 
 if TYPE_CHECKING:
     from faregate.gateway import Gateway
@@ -90,21 +91,11 @@ async def run(request: Request, principal: Principal, endpoint: Endpoint, body: 
     assert task is not None
     INFLIGHT[task] = call
     task.add_done_callback(_forget)
-    receive = request.receive
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        gone = True
-        task.cancel()
-
-    watcher = asyncio.get_running_loop().create_task(watch())
+    watch = ClientWatch(request.receive, task)
     try:
         await request.app.state.gateway.pipeline.run(call)
     except asyncio.CancelledError:
-        if gone:
+        if watch.gone:
             task.uncancel()
             raise client_closed() from None
         if _ended:
@@ -112,7 +103,7 @@ async def run(request: Request, principal: Principal, endpoint: Endpoint, body: 
             raise shutting_down() from None
         raise
     finally:
-        watcher.cancel()
+        watch.stop()
     return call
 
 
