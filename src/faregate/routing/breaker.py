@@ -31,13 +31,13 @@ cooldown. If Redis fails, circuits carry on with local decisions (a warning at m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from faregate.core.tasks import stop_task
 from faregate.routing.retry_budget import BUCKETS, RollingPair
 
 log = logging.getLogger("faregate.routing")
@@ -313,10 +313,7 @@ class Breakers:
     async def close(self) -> None:
         """Stop the background refresh."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     async def _refresh_loop(self) -> None:
         while self._task is asyncio.current_task():  # close() clears it

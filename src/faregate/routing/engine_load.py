@@ -24,7 +24,6 @@ logged or shown. Reading the page itself (metric names per engine): routing/engi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from faregate.core.tasks import stop_task
 from faregate.routing.engine_metrics import FLAVORS, EngineMetrics, parse_metrics
 
 __all__ = [
@@ -262,10 +262,7 @@ class EngineMonitor:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
         session, self._session = self._session, None
         if session is not None:
             self._fetch = None

@@ -8,19 +8,17 @@ on a paid API each probe is a billed request of a few tokens. The local model is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import logging
 import time
 from typing import Any
 
 from faregate.core.call import Call
 from faregate.core.errors import GatewayError
+from faregate.core.tasks import stop_task
 from faregate.providers.base import Provider
 from faregate.routing.deployment import Deployment
 from faregate.routing.retries import HEALTH_FAILURES, classify
 
-log = logging.getLogger("faregate.routing")
 _ids = itertools.count(1)
 
 
@@ -40,10 +38,7 @@ class ActiveProbes:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     async def _run(self) -> None:
         while True:
