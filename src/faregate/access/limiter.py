@@ -168,10 +168,9 @@ class Limiter:
         then all are charged. On Redis one call per limit — parallel slots, RPM, TPM — and a
         refusal gives back the slots and tokens taken (an RPM window that already counted the
         request keeps it: the limits library has no way to take a hit back)."""
-        c = self._compile(plan)
         cost = max(1, tokens)
         if self._memory:
-            return self._admit_local(c, cost)
+            return self._admit_local(self._compile(plan), cost)
         tpm_keys: list[str] = []
         slots: list[str] = []
         try:
@@ -218,7 +217,7 @@ class Limiter:
             return
         if delta:
             for key in grant.tpm_keys:
-                await self._adjust_script(keys=[self.storage.bridge.prefixed_key(f"{{{key}}}")], args=[delta])
+                await self._adjust(key, delta)
         for scope in slots:
             await self.release_parallel(scope, request_id)
 
@@ -273,7 +272,7 @@ class Limiter:
     async def settle_tokens(self, hold: TokenHold, actual: int) -> None:
         delta = actual - hold.charged
         if delta:
-            await self._adjust(hold.item, hold.key, delta)
+            await self._adjust(hold.key, delta, hold.item.get_expiry())
             hold.charged = actual
 
     async def tokens_window(self, scope: str, tpm: int) -> Window:
@@ -281,10 +280,11 @@ class Limiter:
         stats = await self._tpm.get_window_stats(item, "tpm", scope)
         return Window(tpm, stats.remaining, max(0.0, stats.reset_time - time.time()))
 
-    async def _adjust(self, item: RateLimitItem, key: str, delta: int) -> None:
+    async def _adjust(self, key: str, delta: int, expiry: int = 60) -> None:
+        """Move a TPM window's current counter (`key` as the storage names it) by `delta`."""
         storage = self.storage
         if self._memory:
-            storage.adjust_sliding_window(key, item.get_expiry(), delta)
+            storage.adjust_sliding_window(key, expiry, delta)
         else:  # RedisStorage: the current window lives at "<prefix>:{key}"
             await self._adjust_script(keys=[storage.bridge.prefixed_key(f"{{{key}}}")], args=[delta])  # type: ignore[attr-defined]
 
