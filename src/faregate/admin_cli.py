@@ -24,8 +24,8 @@ NULL = object()  # "none" on the command line: JSON null (clears a field in an u
 KEY_COLUMNS = ("id", "name", "key_hint", "user", "team", "models", "budget_usd", "budget_period",
                "spend_usd", "expires_at", "revoked")
 SUBJECT_COLUMNS = ("id", "name", "models", "rpm", "tpm", "max_parallel", "budget_usd", "budget_period", "spend_usd")
-SPEND_COLUMNS = ("group", "requests", "input_tokens", "output_tokens", "cost_usd")
-NUMERIC = {"requests", "input_tokens", "output_tokens", "cost_usd", "spend_usd", "budget_usd", "rpm", "tpm",
+SPEND_COLUMNS = ("group", "requests", "input_tokens", "output_tokens", "cost_usd", "cache_hits", "saved_usd")
+NUMERIC = {"requests", "input_tokens", "output_tokens", "cost_usd", "cache_hits", "saved_usd", "spend_usd", "budget_usd", "rpm", "tpm",
            "max_parallel"}
 
 

@@ -30,6 +30,7 @@ from faregate.sinks.batch import BatchSink
 from faregate.stages.account import Account
 from faregate.stages.admit import Admit
 from faregate.stages.authenticate import Authenticate
+from faregate.stages.cache import Cache
 from faregate.stages.invoke import Invoke
 from faregate.stages.meter import Meter
 from faregate.stages.route import Route
@@ -71,12 +72,14 @@ class Gateway:
         # Small, frequent batches: each write holds the event loop for a few ms at most.
         self.ledger = BatchSink("ledger", self.ledger_writer, interval=0.25, max_batch=250)
         longest = max([config.server.default_timeout, *(d.timeout for d in self.deployments)])
+        self.cache = _response_cache(config, self.redis, lambda call: self.pipeline.run(call))
         self.pipeline = Pipeline([
             self.auth,
             Account(self.ledger),
             Route(self.router),
             Admit(self.limiter, self.budgets, self.tokens, self.prices, self.router, config.limits,
                   max_request_seconds=longest * (rs.num_retries + 1)),
+            *([Cache(self.cache, self.prices)] if self.cache is not None else []),
             Invoke(self.router, self.providers, self.routing.policy, budget=self.routing.budget,
                    breakers=self.routing.breakers, limiter=self.limiter, counter=self.tokens,
                    default_max_tokens=config.limits.default_max_tokens, queue=self.routing.queue,
@@ -101,6 +104,8 @@ class Gateway:
         self.directory.on_change.append(lambda d: seed_budgets(d, self.budgets, self._engine))
         self.directory.on_change.append(self._prepare_access)
         self.ledger.start()
+        if self.cache is not None:  # the embedder loads in the background: semantic misses until then
+            self._starting.append(asyncio.create_task(self.cache.start()))
         # Prices and the database driver load in the background: /health/live answers at once.
         self._starting.append(asyncio.create_task(self._warm_up()))
         # Providers that load something (the local model) do it in the background: the process
@@ -179,6 +184,8 @@ class Gateway:
                 log.warning("deployment %s did not close cleanly: %s", provider.deployment.id, exc)
         await self.transport.close()
         await self.routing.close()
+        if self.cache is not None:
+            await self.cache.close()
         if self.alerts is not None:
             await self.alerts.close()
         await self.ledger.close()  # after providers: every finished call's row is in the sink
@@ -187,6 +194,26 @@ class Gateway:
             await self._engine.dispose()
         if self.redis is not None:
             await self.redis.aclose()
+
+
+def _response_cache(config: Config, redis: Any, run: Any) -> Any:
+    """The response cache when some model group caches (imported only then); its embedder is
+    the bundled model or, with `cache.embedder: <group>`, that model group through `run`."""
+    from faregate.cache.policy import CachePolicy
+
+    if not CachePolicy(config.cache).enabled:
+        return None
+    from faregate.cache.layers import ResponseCache
+
+    group = config.cache.embedder
+    if group == "local":
+        return ResponseCache(config.cache, redis)
+    def load(loop: Any) -> Any:
+        from faregate.cache.remote_embedder import GroupEmbedder
+
+        return GroupEmbedder(group, run, loop)
+
+    return ResponseCache(config.cache, redis, load_embedder=load)
 
 
 def _freeze_heap() -> None:

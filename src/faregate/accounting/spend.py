@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
-from sqlalchemy import String, cast, func, literal_column, select, type_coerce
+from sqlalchemy import String, case, cast, func, literal_column, select, type_coerce
 
 from faregate.access.store import bad_request, cost_usd
 from faregate.storage.tables import requests
@@ -41,6 +41,8 @@ class SpendRow(BaseModel):
     input_tokens: int
     output_tokens: int
     cost_usd: str = Field(description="Exact decimal string, 9 decimals.")
+    cache_hits: int = Field(description="Requests answered from the response cache (exact or semantic).")
+    saved_usd: str = Field(description="What those hits would have cost upstream; exact decimal string.")
 
 
 class SpendReport(BaseModel):
@@ -51,8 +53,8 @@ def _ledger_model() -> type[BaseModel]:
     """A ledger row as the API shows it: every column, cost as an exact `cost_usd` string."""
     fields: dict[str, Any] = {}
     for col in requests.columns:
-        if col.name == "cost_nusd":
-            fields["cost_usd"] = (str, ...)
+        if col.name in ("cost_nusd", "saved_nusd"):
+            fields[col.name.replace("_nusd", "_usd")] = (str, ...)
             continue
         kind: Any = dict[str, Any] | str if col.name == "tags" else col.type.python_type
         fields[str(col.name)] = (kind | None if col.nullable else kind, ...)  # not quoted_name: orjson wants str
@@ -100,8 +102,10 @@ async def spend_by(engine: Any, group_by: GroupBy, start: Any = None, end: Any =
     most expensive first."""
     group = (_day(engine.dialect.name) if group_by == "day" else requests.c[_COLUMNS[group_by]]).label("grp")
     cost = func.sum(requests.c.cost_nusd).label("cost")
+    hits = func.sum(case((requests.c.cache.like("hit%"), 1), else_=0))
     query = select(group, func.count().label("n"), func.sum(requests.c.input_tokens).label("input"),
-                   func.sum(requests.c.output_tokens).label("output"), cost).group_by(group)
+                   func.sum(requests.c.output_tokens).label("output"), cost, hits,
+                   func.sum(requests.c.saved_nusd)).group_by(group)
     created = requests.c.created_at
     if engine.dialect.name == "sqlite":  # UTC text with 3 or 6 decimals: compare as text
         created, start, end = type_coerce(created, String), _sqlite_text(start), _sqlite_text(end)
@@ -113,7 +117,8 @@ async def spend_by(engine: Any, group_by: GroupBy, start: Any = None, end: Any =
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [{"group": None if g is None else str(g), "requests": int(n), "input_tokens": int(i or 0),
-             "output_tokens": int(o or 0), "cost_usd": cost_usd(c)} for g, n, i, o, c in rows]
+             "output_tokens": int(o or 0), "cost_usd": cost_usd(c), "cache_hits": int(h or 0),
+             "saved_usd": cost_usd(s)} for g, n, i, o, c, h, s in rows]
 
 
 async def ledger_entry(engine: Any, request_id: str) -> dict[str, Any] | None:
@@ -126,6 +131,7 @@ async def ledger_entry(engine: Any, request_id: str) -> dict[str, Any] | None:
 def entry(row: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["cost_usd"] = cost_usd(out.pop("cost_nusd"))
+    out["saved_usd"] = cost_usd(out.pop("saved_nusd", 0))
     created = out["created_at"]
     out["created_at"] = created.replace(tzinfo=dt.UTC) if created.tzinfo is None else created.astimezone(dt.UTC)
     tags = out.get("tags")

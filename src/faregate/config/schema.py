@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class _Open(BaseModel):
@@ -192,6 +192,34 @@ class AlertSettings(_Strict):
     min_spend_usd: Decimal = Field(default=Decimal("0.01"), ge=0, description="Spend below this never raises a spike alert (noise floor).")
 
 
+class CacheLayer(_Strict):
+    """Cache settings a model group may override (see docs/caching.md)."""
+
+    mode: Literal["off", "exact", "semantic"] | None = Field(default=None, description="off | exact | semantic (semantic answers exact matches too).")
+    requests: Literal["deterministic", "all"] | None = Field(default=None, description="Which requests are cached: deterministic (temperature 0 or a seed set) or all.")
+    ttl: float | None = Field(default=None, gt=0, description="Seconds an entry may be served.")
+    similarity_threshold: float | None = Field(default=None, gt=0, le=1, description="Cosine similarity a semantic candidate needs (before verification).")
+    verify: bool | None = Field(default=None, description="Semantic candidates must also pass the same-intent check (numbers, negations, antonyms, entities, unmatched words).")
+
+
+class CacheSettings(CacheLayer):
+    """Response caching, top level; `groups` overrides per model group."""
+
+    mode: Literal["off", "exact", "semantic"] | None = "off"
+    requests: Literal["deterministic", "all"] | None = "all"
+    ttl: float | None = Field(default=3600.0, gt=0)
+    similarity_threshold: float | None = Field(default=0.85, gt=0, le=1)
+    verify: bool | None = True
+    scope: Literal["key", "team", "global"] = Field(default="team", description="Who shares entries: one key, one team (a key without a team: itself), or everyone.")
+    backend: Literal["auto", "memory", "redis"] = Field(default="auto", description="auto: Redis when redis_url is set (shared by replicas), else in-process.")
+    max_entries: int = Field(default=10_000, ge=1, description="Entries kept per layer (in-process; LRU eviction).")
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, description="Bytes of responses kept per layer (in-process; LRU eviction).")
+    max_entry_bytes: int = Field(default=1024 * 1024, ge=256, description="Responses larger than this are not cached.")
+    embedder: str = Field(default="local", description="'local' (all-MiniLM-L6-v2 int8, bundled) or the name of a model group serving embeddings.")
+    embedder_threads: int = Field(default=1, ge=1, le=16)
+    groups: dict[str, CacheLayer] = Field(default_factory=dict, description="Per model group overrides: {group: {mode, requests, ttl, similarity_threshold, verify}}.")
+
+
 class Config(_Open):
     model_list: list[ModelEntry] = Field(default_factory=list)
     router_settings: RouterSettings = Field(default_factory=RouterSettings)
@@ -203,17 +231,53 @@ class Config(_Open):
     server: ServerSettings = Field(default_factory=ServerSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _litellm_cache(cls, data: Any) -> Any:
+        """LiteLLM's `litellm_settings.cache` / `cache_params` become `cache` (unless set)."""
+        if isinstance(data, dict) and "cache" not in data:
+            ls = data.get("litellm_settings") or {}
+            if isinstance(ls, dict) and ls.get("cache"):
+                data = {**data, "cache": litellm_cache(ls.get("cache_params") or {})}
+        return data
+
+    @model_validator(mode="after")
+    def _cache_groups_exist(self) -> Config:
+        groups = {m.model_name for m in self.model_list}
+        if self.cache.embedder != "local" and self.cache.embedder not in groups:
+            raise ValueError(f"cache.embedder '{self.cache.embedder}' is neither 'local' nor a model_name in model_list")
+        unknown = sorted(set(self.cache.groups) - groups)
+        if unknown:
+            raise ValueError(f"cache.groups names model groups not in model_list: {', '.join(unknown)}")
+        return self
 
     def ignored_keys(self) -> list[str]:
         """YAML paths of keys faregate read but does not act on (yet)."""
         out = [f"{k}" for k in (self.model_extra or {})]
         out += [f"router_settings.{k}" for k in (self.router_settings.model_extra or {})]
         out += [f"general_settings.{k}" for k in (self.general_settings.model_extra or {})]
-        out += [f"litellm_settings.{k}" for k in self.litellm_settings]
+        out += [f"litellm_settings.{k}" for k in self.litellm_settings if k not in ("cache", "cache_params")]
         for i, m in enumerate(self.model_list):
             out += [f"model_list[{i}].litellm_params.{k}" for k in (m.litellm_params.model_extra or {})]
         return out
+
+
+def litellm_cache(params: dict[str, Any]) -> dict[str, Any]:
+    """LiteLLM's cache_params as faregate's `cache` section: `type` local | redis |
+    redis-semantic | qdrant-semantic | s3 | disk picks the layer and backend (faregate keeps
+    its semantic entries itself; s3/disk become in-process); ttl and similarity_threshold carry
+    over. Connection fields (host, port, password) are not read: faregate uses redis_url."""
+    kind = str(params.get("type") or "local")
+    out: dict[str, Any] = {"mode": "semantic" if "semantic" in kind else "exact",
+                           "backend": "redis" if kind.startswith("redis") else "memory"}
+    if params.get("ttl") is not None:
+        out["ttl"] = params["ttl"]
+    if params.get("similarity_threshold") is not None:
+        out["similarity_threshold"] = params["similarity_threshold"]
+    return out
 
 
 def embedded_default() -> dict[str, Any]:

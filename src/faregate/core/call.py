@@ -42,6 +42,14 @@ class Call:
     prompt_estimate: int | None = None  # prompt tokens counted locally, when a limit needed them
     key_spend_nusd: int | None = None  # the key's spend in its budget period, after this call
 
+    # cache: the outcome (hit-exact | hit-semantic | miss | bypass; None: caching is off), what
+    # a hit saved, and what to store on the way back (the stage's own plan)
+    cache: str | None = None
+    cache_similarity: float | None = None
+    saved_nusd: int = 0
+    cache_plan: Any = None
+    chunks: list[dict[str, Any]] | None = None  # a stream's chunks, kept when the cache will store it
+
     # route / invoke
     deployment: Deployment | None = None
     deployment_hold: Any = None  # TPM charged to the deployment's own limit, settled by invoke

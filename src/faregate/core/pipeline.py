@@ -1,13 +1,14 @@
 """The request pipeline, in one place (the order is set in gateway.py):
 
     authenticate -> account (after: ledger row) -> route (404) -> admit (limits, budgets;
-    after: settle) -> invoke (retries, fallbacks; after: settle deployment TPM) -> meter
-    (after: usage and cost)
+    after: settle) -> cache (a hit short-circuits; after: store) -> invoke (retries, fallbacks;
+    after: settle deployment TPM) -> meter (after: usage and cost)
 
 On the way back the after-steps run innermost first: meter prices the usage, invoke and admit
 settle what they reserved on those figures, and account records the row last — so every
 request that got past authentication has one row, refused ones (404, 403, 429) included.
-(Later issues add guard input, cache lookup, guard output, cache store and telemetry.)
+The cache stage is there only when the config caches something. (Later issues add guard input,
+guard output and telemetry.)
 
 A stage is an object with `name`, `async before(call) -> bool` and `async after(call)`.
 `before` returning True short-circuits: the stage has set `call.response` or `call.stream`

@@ -28,12 +28,24 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
+def cache_headers(call: Call) -> dict[str, str] | None:
+    """x-faregate-cache (and the similarity of a semantic hit), when caching is on."""
+    if call.cache is None:
+        return None
+    if call.cache_similarity is None:
+        return {"x-faregate-cache": call.cache}
+    return {"x-faregate-cache": call.cache, "x-faregate-cache-similarity": f"{call.cache_similarity:.4f}"}
+
+
 def result_headers(call: Call) -> dict[str, str] | None:
     """Headers only a finished (non-stream) call can carry: its cost, and the key's spend in
-    its budget period after it (keys with a budget)."""
-    headers = None
+    its budget period after it (keys with a budget); and the cache outcome."""
+    headers = cache_headers(call)
     if call.cost is not None and call.cost.priced:
-        headers = {"x-faregate-cost-usd": str(call.cost.total_usd)}
+        cost = {"x-faregate-cost-usd": str(call.cost.total_usd)}
+        headers = {**headers, **cost} if headers else cost
+    elif call.cache and call.cache.startswith("hit"):
+        headers = {**(headers or {}), "x-faregate-cost-usd": "0"}
     if call.key_spend_nusd is not None:
         spend = str(Decimal(call.key_spend_nusd).scaleb(-9))
         headers = {**headers, "x-faregate-key-spend": spend} if headers else {"x-faregate-key-spend": spend}
@@ -98,5 +110,5 @@ async def translated_sse(stream: AsyncGenerator[dict[str, Any], None],
         yield stream_error_event(exc, "anthropic")
 
 
-def sse_response(body: AsyncGenerator[bytes, None]) -> SSEResponse:
-    return SSEResponse(body)
+def sse_response(body: AsyncGenerator[bytes, None], call: Call | None = None) -> SSEResponse:
+    return SSEResponse(body, cache_headers(call) if call is not None else None)

@@ -27,10 +27,13 @@ _HEADERS = [
 
 
 class SSEResponse:
-    __slots__ = ("body",)
+    __slots__ = ("body", "headers")
 
-    def __init__(self, body: AsyncGenerator[bytes, None]) -> None:
+    def __init__(self, body: AsyncGenerator[bytes, None], headers: dict[str, str] | None = None) -> None:
         self.body = body
+        self.headers = list(_HEADERS)
+        if headers:
+            self.headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
@@ -45,7 +48,7 @@ class SSEResponse:
 
         watch = ClientWatch(receive, task, mark_call)
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": list(_HEADERS)})
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
             async for chunk in self.body:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -237,12 +237,16 @@ class Invoke:
 
 async def _relay(call: Call, first: dict[str, Any], upstream: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
     """Pass chunks on; keep the usage; drop the usage-only chunk the client did not ask for.
-    Keep the output text too, so usage can be counted if the upstream never reports it."""
+    Keep the output text too, so usage can be counted if the upstream never reports it, and
+    every chunk when the cache stage asked for them (`call.chunks`)."""
     strip_usage = not call.client_wants_usage
     text = call.stream_text = []
+    keep = call.chunks  # the cache stage wants the whole stream
     chunk = first
     try:
         while True:
+            if keep is not None:
+                keep.append(chunk)
             usage = chunk.get("usage")
             if usage:
                 call.usage = usage

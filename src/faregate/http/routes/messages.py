@@ -36,7 +36,7 @@ async def create_message(request: Request) -> Response:
     model = req["model"]
     if call.stream is not None:
         translator = ChatStreamToMessages(model, "msg_" + call.request_id)
-        return sse_response(translated_sse(call.stream, translator.feed, translator.finish))
+        return sse_response(translated_sse(call.stream, translator.feed, translator.finish), call)
     return JSONResponse(chat_response_to_messages(call.response or {}, model), headers=result_headers(call))
 
 

@@ -24,7 +24,7 @@ async def run_openai(request: Request, endpoint: Endpoint) -> Response:
     principal, doc = await admit(request)
     call = await run(request, principal, endpoint, validate_request(endpoint, doc))
     if call.stream is not None:
-        return sse_response(openai_sse(call.stream))
+        return sse_response(openai_sse(call.stream), call)
     return JSONResponse(call.response, headers=result_headers(call))
 
 
