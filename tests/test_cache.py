@@ -309,3 +309,17 @@ def test_an_unreachable_cache_backend_is_a_miss_not_an_error(mock_upstream: Serv
         assert stats["backend"] == "redis" and stats["layers"]["exact"]["errors"] >= 2
     finally:
         stop(server.proc)
+
+
+def test_metrics_count_lookups_and_savings(gw: Server) -> None:
+    assert ask(gw, "metrics question")[1]["x-faregate-cache"] == "miss"
+    assert ask(gw, "metrics question")[1]["x-faregate-cache"] == "hit-exact"  # priced: it saved something
+    ask(gw, "metrics question", headers={"x-faregate-cache": "off"})
+    with httpx.Client() as client:
+        text = client.get(f"{gw.url}/metrics").text
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("faregate_")}
+    assert samples['faregate_cache_requests_total{layer="exact",outcome="hit"}'] >= 1
+    assert samples['faregate_cache_requests_total{layer="exact",outcome="miss"}'] >= 1
+    assert samples['faregate_cache_requests_total{layer="none",outcome="bypass"}'] >= 1
+    assert samples['faregate_saved_usd_total{cache="hit-exact",model="chat"}'] > 0
