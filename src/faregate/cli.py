@@ -68,6 +68,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ[CONFIG_ENV] = os.path.abspath(source) if source else EMBEDDED
     drain = _shutdown_timeout(server)
     os.environ[SHUTDOWN_TIMEOUT_ENV] = f"{drain:g}"  # the workers' drain deadline (http/app.py)
+    if workers > 1:
+        _multiprocess_metrics(server.data_dir.expanduser() / f"metrics-{port}")
 
     # Hand the process over to granian's own command line: the supervisor that stays behind
     # holds no pydantic, config or faregate modules (~20 MB instead of ~40 MB); each worker
@@ -83,6 +85,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stderr.flush()
     os.execv(sys.executable, argv)
     return 0
+
+
+def _multiprocess_metrics(default_dir: Path) -> None:
+    """Several workers share one /metrics through prometheus-client's multiprocess mode: each
+    writes its samples to files in one directory, emptied here before they start (a reused
+    directory would carry a previous run's counters)."""
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or default_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.db"):
+        old.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
 SHUTDOWN_TIMEOUT_ENV = "FAREGATE_SHUTDOWN_TIMEOUT"  # read by the workers: faregate.http.app

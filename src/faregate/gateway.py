@@ -33,8 +33,10 @@ from faregate.stages.authenticate import Authenticate
 from faregate.stages.cache import Cache
 from faregate.stages.invoke import Invoke
 from faregate.stages.meter import Meter
+from faregate.stages.observe import Observe
 from faregate.stages.route import Route
 from faregate.storage.urls import database_url, redis_url
+from faregate.telemetry.metrics import metrics
 
 log = logging.getLogger("faregate")
 
@@ -73,8 +75,10 @@ class Gateway:
         self.ledger = BatchSink("ledger", self.ledger_writer, interval=0.25, max_batch=250)
         longest = max([config.server.default_timeout, *(d.timeout for d in self.deployments)])
         self.cache = _response_cache(config, self.redis, lambda call: self.pipeline.run(call))
+        self.metrics = metrics()
         self.pipeline = Pipeline([
             self.auth,
+            Observe(self.metrics),
             Account(self.ledger),
             Route(self.router),
             Admit(self.limiter, self.budgets, self.tokens, self.prices, self.router, config.limits,
@@ -106,6 +110,7 @@ class Gateway:
         self.ledger.start()
         if self.cache is not None:  # the embedder loads in the background: semantic misses until then
             self._starting.append(asyncio.create_task(self.cache.start()))
+        self._starting.append(asyncio.create_task(self._sample_gauges()))
         # Prices and the database driver load in the background: /health/live answers at once.
         self._starting.append(asyncio.create_task(self._warm_up()))
         # Providers that load something (the local model) do it in the background: the process
@@ -145,6 +150,20 @@ class Gateway:
         if not self.tokens.loaded and (
                 cfg.conversation_max_cost_usd is not None or any(d.tpm for d in deps) or every.needs_tokens):
             self._starting.append(asyncio.create_task(self._load_tokens()))
+
+    async def _sample_gauges(self, interval: float = 1.0) -> None:
+        """State gauges (in flight, queues, breakers each second; team budgets every 5 s)."""
+        tick = 0
+        while True:
+            try:
+                budgets = None
+                if tick % 5 == 0 and self.directory.loaded:
+                    budgets = await budget_statuses(self.directory, self.budgets)
+                self.metrics.sample(self.routing, budgets)
+            except Exception as exc:  # never fatal; try again next tick
+                log.debug("gauge sampling failed: %s", exc)
+            tick += 1
+            await asyncio.sleep(interval)
 
     async def _load_tokens(self) -> None:
         await self.tokens.ready()

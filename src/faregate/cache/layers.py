@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from faregate.cache.policy import CachePolicy, GroupCache
 from faregate.cache.store import Entry, MemoryStore, Purge, RedisStore
 from faregate.config.schema import CacheSettings
+from faregate.telemetry.metrics import metrics
 
 if TYPE_CHECKING:  # numpy and the semantic layer load only when a group uses it
     import numpy as np
@@ -68,7 +69,7 @@ class ResponseCache:
                 store=RedisStore(redis, "s", max_ttl) if shared else None, make_verifier=_verifier)
         self.stats = Stats()
         self.shared = shared
-        self.metrics = _metrics()
+        self.metrics = metrics()
 
     async def start(self) -> None:
         if self.semantic is not None:
@@ -82,7 +83,7 @@ class ResponseCache:
                    max_age: float | None) -> Found:
         now = time.time()
         stats = self.stats
-        requests = self.metrics.requests
+        requests = self.metrics.cache
         stats.exact.lookups += 1
         entry = await self.exact.get(key)
         if entry is not None and entry.fresh(now, max_age):
@@ -101,12 +102,8 @@ class ResponseCache:
         requests.labels("semantic", "hit").inc()
         return Found("hit-semantic", match.entry, match.similarity, vector)
 
-    def served(self, model: str, outcome: str, saved_nusd: int) -> None:
-        """A hit was served (or the request bypassed the cache): the process's metrics."""
-        if outcome == "bypass":
-            self.metrics.requests.labels("none", "bypass").inc()
-        elif saved_nusd:
-            self.metrics.saved.labels(model, outcome).inc(saved_nusd / 1e9)
+    def bypassed(self) -> None:
+        self.metrics.cache.labels("none", "bypass").inc()
 
     async def store(self, key: str, parts: tuple[str, str] | None, vector: np.ndarray | None,
                     entry: Entry) -> bool:
@@ -143,27 +140,6 @@ class ResponseCache:
         for layer in layers.values():
             layer["hit_rate"] = round(layer["hits"] / layer["lookups"], 4) if layer["lookups"] else None
         return {"backend": "redis" if self.shared else "memory", "scope": self.scope, "layers": layers}
-
-
-@dataclass(frozen=True, slots=True)
-class _Metrics:
-    requests: Any
-    saved: Any
-
-
-_METRICS: list[_Metrics] = []
-
-
-def _metrics() -> _Metrics:
-    """Prometheus counters (names from the observability contract), made once per process."""
-    if not _METRICS:
-        from prometheus_client import Counter
-
-        _METRICS.append(_Metrics(
-            Counter("faregate_cache_requests", "Cache lookups by layer and outcome (bypass: not looked up).",
-                    ["layer", "outcome"]),
-            Counter("faregate_saved_usd", "What cache hits would have cost upstream, USD.", ["model", "cache"])))
-    return _METRICS[0]
 
 
 def _local_embedder(threads: int) -> Any:

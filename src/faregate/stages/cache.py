@@ -55,7 +55,7 @@ class Cache:
         wanted = directive(call.headers)
         if not (wanted.read or wanted.store) or (group.requests == "deterministic" and not deterministic(call.body)):
             call.cache = "bypass"
-            cache.served(call.model, "bypass", 0)
+            cache.bypassed()
             return False
         scope = scope_of(call.principal, cache.scope)
         key = exact_key(scope, call.endpoint, call.body)
@@ -72,10 +72,9 @@ class Cache:
         call.cache = found.outcome
         if found.entry is not None:
             self._serve(call, found)
-            cache.served(call.model, found.outcome, call.saved_nusd)
             return True
         if found.outcome == "bypass":
-            cache.served(call.model, "bypass", 0)
+            cache.bypassed()
         if wanted.store:
             call.cache_plan = _Plan(key, parts, found.vector, group)
             if call.streaming:

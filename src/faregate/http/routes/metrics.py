@@ -1,5 +1,6 @@
-"""GET /metrics: this process's Prometheus metrics (text format). No auth, like /health: put
-it behind your network policy. Issue 6 grows the metric set; names are a contract."""
+"""GET /metrics: Prometheus metrics (text format) — this process's, or every worker's with
+several workers (telemetry/metrics.py). No auth, like /health: put it behind your network
+policy. The names are a contract (docs/observability.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ router = APIRouter(tags=["Health"])
 
 @router.get("/metrics", summary="Prometheus metrics of this process")
 async def metrics(request: Request) -> Response:
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+    from prometheus_client import CONTENT_TYPE_LATEST
 
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    from faregate.telemetry.metrics import exposition
+
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

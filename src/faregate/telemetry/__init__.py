@@ -1,0 +1,1 @@
+"""Telemetry: Prometheus metrics (metrics.py) and OpenTelemetry traces (tracing.py)."""
