@@ -42,7 +42,7 @@ def row(at: dt.datetime, cost_nusd: int, user: str | None = None, feature: str |
             "requested_model": "m", "attempts": 1, "status": 200, "stream": False, "input_tokens": 10,
             "cached_input_tokens": 0, "cache_write_tokens": 0, "output_tokens": 5,
             "reasoning_tokens": 0, "cost_nusd": cost_nusd, "priced": True, "usage_estimated": False,
-            "latency_ms": 12.5}
+            "latency_ms": 12.5, "saved_nusd": 0}
 
 
 async def insert(engine: Any, rows: list[dict[str, Any]]) -> None:

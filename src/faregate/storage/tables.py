@@ -47,7 +47,7 @@ requests = Table(
     Column("output_tokens", Integer, nullable=False),
     Column("reasoning_tokens", Integer, nullable=False),
     Column("cost_nusd", BigInteger, nullable=False),
-    Column("saved_nusd", BigInteger, nullable=False, server_default="0"),  # a cache hit: what the upstream would have cost
+    Column("saved_nusd", BigInteger, nullable=False, default=0, server_default="0"),  # a cache hit: what the upstream would have cost
     Column("priced", Boolean, nullable=False),
     Column("usage_estimated", Boolean, nullable=False),
     Column("latency_ms", Float, nullable=False),
