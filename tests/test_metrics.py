@@ -55,9 +55,8 @@ def total(samples: dict[str, float], name: str, **labels: str) -> float:
     """Sum of a metric's samples whose labels include `labels`."""
     out = 0.0
     for key, value in samples.items():
-        if key == name or key.startswith(name + "{"):
-            if all(f'{k}="{v}"' in key for k, v in labels.items()):
-                out += value
+        if (key == name or key.startswith(name + "{")) and all(f'{k}="{v}"' in key for k, v in labels.items()):
+            out += value
     return out
 
 

@@ -128,7 +128,7 @@ class Gateway:
             if self.config.alerts.enabled and self._alerts_leader():
                 from faregate.accounting.alerts import AlertMonitor
 
-                self.alerts = AlertMonitor(self.config.alerts, engine, redis=self.redis,
+                self.alerts = AlertMonitor(self.config.alerts, engine, redis=self.redis, slo=self.config.slo,
                                            budget_status=lambda: budget_statuses(self.directory, self.budgets))
                 self._starting.append(asyncio.create_task(self.alerts.run()))
             await self.directory.wait_loaded()

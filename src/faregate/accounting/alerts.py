@@ -24,11 +24,11 @@ from prometheus_client import REGISTRY, Counter, Gauge
 if TYPE_CHECKING:  # SQLAlchemy is imported at the first check, off the start-up path
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from faregate.config.schema import AlertSettings
+    from faregate.config.schema import AlertSettings, SloSettings
 
 log = logging.getLogger("faregate.alerts")
 
-KINDS = ("user_spend_spike", "feature_cost_doubled", "budget_threshold")
+KINDS = ("user_spend_spike", "feature_cost_doubled", "budget_threshold", "slo_violation")
 _NANO = Decimal(1_000_000_000)
 _HOURS_7D = 168
 _MIN_CALLS = 20
@@ -100,12 +100,14 @@ def _clean(text: str) -> str:
 class AlertMonitor:
     def __init__(self, settings: AlertSettings,
                  engine: AsyncEngine | Callable[[], Awaitable[AsyncEngine]], *,
-                 budget_status: BudgetSource | None = None, redis: Any = None) -> None:
+                 budget_status: BudgetSource | None = None, redis: Any = None,
+                 slo: SloSettings | None = None) -> None:
         self.settings = settings
         is_engine = hasattr(engine, "connect")  # an AsyncEngine, or a coroutine function
         self._engine: AsyncEngine | None = engine if is_engine else None  # type: ignore[assignment]
         self._engine_factory = None if is_engine else engine
         self.budget_status = budget_status
+        self.slo = slo
         self.redis = redis  # a redis.asyncio.Redis, shared by replicas; None: in-process only
         self._seen: dict[str, dt.datetime] = {}  # dedupe key -> expiry
         self._session: Any = None  # aiohttp.ClientSession, opened at the first webhook
@@ -203,6 +205,15 @@ class AlertMonitor:
                     found.append((alert, f"budget_threshold|{b.scope}|{frac}|{b.period_start}", ttl))
         return found
 
+    async def _slo(self, now: dt.datetime) -> list[_Found]:
+        if self.slo is None or not self.slo.targets:
+            return []
+        from faregate.telemetry.slo import violations
+
+        hour = now.strftime("%Y-%m-%dT%HZ")
+        return [(Alert("slo_violation", subject, actual, goal, hour, message), f"slo_violation|{subject}|{hour}", _TTL_HOUR)
+                for subject, _, actual, goal, message in await violations(await self._get_engine(), self.slo, now)]
+
     # -- delivery --------------------------------------------------------------------------
 
     async def _claim(self, key: str, ttl: int, now: dt.datetime) -> bool:
@@ -245,13 +256,14 @@ class AlertMonitor:
     # -- the public surface ----------------------------------------------------------------
 
     async def check(self, now: dt.datetime | None = None) -> list[Alert]:
-        """Run the three detectors once; deliver and return the alerts not delivered before."""
+        """Run the detectors once; deliver and return the alerts not delivered before."""
         now = dt.datetime.now(dt.UTC) if now is None else now
         now = now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
         detectors: list[tuple[str, Callable[[], Awaitable[list[_Found]]]]] = [
             ("user_spend_spike", lambda: self._user_spikes(now)),
             ("feature_cost_doubled", lambda: self._feature_costs(now)),
             ("budget_threshold", self._budgets),
+            ("slo_violation", lambda: self._slo(now)),
         ]
         sent = []
         for kind, detector in detectors:

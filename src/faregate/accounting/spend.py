@@ -97,6 +97,18 @@ def _sqlite_text(when: dt.datetime | None) -> str | None:
     return f"{text}.{fraction}" if fraction else text
 
 
+def in_period(query: Any, dialect: str, start: dt.datetime | None, end: dt.datetime | None) -> Any:
+    """`query` limited to ledger rows with `start <= created_at < end` (either may be None)."""
+    created = requests.c.created_at
+    if dialect == "sqlite":  # UTC text with 3 or 6 decimals: compare as text
+        created, start, end = type_coerce(created, String), _sqlite_text(start), _sqlite_text(end)  # type: ignore[assignment]
+    if start is not None:
+        query = query.where(created >= start)
+    if end is not None:
+        query = query.where(created < end)
+    return query
+
+
 async def spend_by(engine: Any, group_by: GroupBy, start: Any = None, end: Any = None) -> list[dict[str, Any]]:
     """Requests, tokens and cost per group for `start <= created_at < end` (aware datetimes),
     most expensive first."""
@@ -106,14 +118,7 @@ async def spend_by(engine: Any, group_by: GroupBy, start: Any = None, end: Any =
     query = select(group, func.count().label("n"), func.sum(requests.c.input_tokens).label("input"),
                    func.sum(requests.c.output_tokens).label("output"), cost, hits,
                    func.sum(requests.c.saved_nusd)).group_by(group)
-    created = requests.c.created_at
-    if engine.dialect.name == "sqlite":  # UTC text with 3 or 6 decimals: compare as text
-        created, start, end = type_coerce(created, String), _sqlite_text(start), _sqlite_text(end)
-    if start is not None:
-        query = query.where(created >= start)
-    if end is not None:
-        query = query.where(created < end)
-    query = query.order_by(cost.desc(), group.asc().nulls_last())
+    query = in_period(query, engine.dialect.name, start, end).order_by(cost.desc(), group.asc().nulls_last())
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [{"group": None if g is None else str(g), "requests": int(n), "input_tokens": int(i or 0),

@@ -192,6 +192,30 @@ class AlertSettings(_Strict):
     min_spend_usd: Decimal = Field(default=Decimal("0.01"), ge=0, description="Spend below this never raises a spike alert (noise floor).")
 
 
+class SloTarget(_Strict):
+    """Latency objectives for one model group (or every group: '*'), over a window."""
+
+    model: str = Field(default="*", description="A model group, or '*' for each group on its own.")
+    endpoint: Literal["chat", "completions", "embeddings"] | None = None
+    window_seconds: float = Field(default=3600.0, gt=0, le=30 * 86400)
+    min_requests: int = Field(default=20, ge=1, description="Fewer successful requests in the window: no verdict.")
+    ttft_p50_ms: float | None = Field(default=None, gt=0)
+    ttft_p95_ms: float | None = Field(default=None, gt=0)
+    ttft_p99_ms: float | None = Field(default=None, gt=0)
+    latency_p50_ms: float | None = Field(default=None, gt=0)
+    latency_p95_ms: float | None = Field(default=None, gt=0)
+    latency_p99_ms: float | None = Field(default=None, gt=0)
+
+    def objectives(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump().items() if k.endswith("_ms") and v is not None}
+
+
+class SloSettings(_Strict):
+    """Latency SLOs (see docs/observability.md); checked by the alert monitor each interval."""
+
+    targets: list[SloTarget] = Field(default_factory=list)
+
+
 class CacheLayer(_Strict):
     """Cache settings a model group may override (see docs/caching.md)."""
 
@@ -232,6 +256,7 @@ class Config(_Open):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    slo: SloSettings = Field(default_factory=SloSettings)
     local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
 
     @model_validator(mode="before")

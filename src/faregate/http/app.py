@@ -36,14 +36,24 @@ from faregate.http.calls import end_inflight
 from faregate.http.context import RequestContext
 from faregate.http.fastpath import FastPath, fast_routes
 from faregate.http.responses import exception_response
-from faregate.http.routes import admin, admin_cache, health, messages, metrics, models, openai, ws
+from faregate.http.routes import (
+    admin,
+    admin_cache,
+    admin_slo,
+    health,
+    messages,
+    metrics,
+    models,
+    openai,
+    ws,
+)
 
 log = logging.getLogger("faregate")
 
 
 GC_GEN0_THRESHOLD = 20_000
 
-ROUTERS = (openai.router, messages.router, models.router, health.router, metrics.router, ws.router, admin.router, admin_cache.router)
+ROUTERS = (openai.router, messages.router, models.router, health.router, metrics.router, ws.router, admin.router, admin_cache.router, admin_slo.router)
 
 
 def create_app(config: Config) -> FastAPI:
