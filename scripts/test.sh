@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The tests start their own Redis and PostgreSQL (tests/servers.py): install the Debian
-# packages when a server is missing (nothing is done, and nothing printed, when both are there).
+# packages when one is missing (nothing is done, and nothing printed, when all are there).
 has_postgres() {
     command -v initdb >/dev/null && command -v postgres >/dev/null && return 0
     local d
@@ -16,6 +16,9 @@ has_postgres() {
 missing=()
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 has_postgres || missing+=(postgresql)
+# promtool checks deploy/prometheus/alerts.yml; the dashboard is tested in headless Chromium.
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} for the tests" >&2
     sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)
