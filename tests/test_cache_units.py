@@ -82,7 +82,7 @@ def test_group_settings_override_the_top_level() -> None:
     policy = CachePolicy(CacheSettings(mode="exact", ttl=60, groups={"g": {"mode": "semantic", "similarity_threshold": 0.9}}))
     g, other = policy.group("g"), policy.group("other")
     assert (g.mode, g.ttl, g.threshold) == ("semantic", 60, 0.9)
-    assert (other.mode, other.threshold) == ("exact", 0.85)
+    assert (other.mode, other.threshold) == ("exact", 0.75)
     assert policy.enabled and policy.semantic
     assert not CachePolicy(CacheSettings()).enabled
 

@@ -232,7 +232,7 @@ class CacheSettings(CacheLayer):
     mode: Literal["off", "exact", "semantic"] | None = "off"
     requests: Literal["deterministic", "all"] | None = "all"
     ttl: float | None = Field(default=3600.0, gt=0)
-    similarity_threshold: float | None = Field(default=0.85, gt=0, le=1)
+    similarity_threshold: float | None = Field(default=0.75, gt=0, le=1, description="Measured on bench/data/cache_pairs.jsonl with verify on: precision 1.0, 66 % of paraphrases served. With verify off use ≥ 0.9.")
     verify: bool | None = True
     scope: Literal["key", "team", "global"] = Field(default="team", description="Who shares entries: one key, one team (a key without a team: itself), or everyone.")
     backend: Literal["auto", "memory", "redis"] = Field(default="auto", description="auto: Redis when redis_url is set (shared by replicas), else in-process.")
