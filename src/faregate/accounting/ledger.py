@@ -96,10 +96,12 @@ def _attribution(headers: Any) -> tuple[str | None, str | None]:
 class LedgerWriter:
     """Inserts ledger rows through SQLAlchemy (PostgreSQL: asyncpg's executemany). SQLAlchemy
     is imported and the engine opened by `open()` — off the start-up path (the gateway calls it
-    in the background once serving) — or at the first write."""
+    in the background once serving) — or at the first write. `table`: another table whose rows
+    are plain values with `created_at` in epoch seconds (the request log's)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, table: str = "requests") -> None:
         self.url = url
+        self.table = table
         self.engine: Any = None
         self._table: Any = None
 
@@ -108,7 +110,7 @@ class LedgerWriter:
             db = await asyncio.to_thread(importlib.import_module, "faregate.storage.db")
             tables = await asyncio.to_thread(importlib.import_module, "faregate.storage.tables")
             if self.engine is None:
-                self._table = tables.requests
+                self._table = tables.metadata.tables[self.table]
                 self.engine = db.create_engine(self.url)
 
     async def __call__(self, rows: list[dict[str, Any]]) -> None:
@@ -133,17 +135,18 @@ class SQLiteLedgerWriter:
     sqlite3 look up 31 dict keys per row, 22 against 14 µs of CPU per row measured.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, table: str = "requests") -> None:
         self.path = path
+        self.table = table
         self._conn: sqlite3.Connection | None = None
         self._sql = ""
         self._values: Any = None
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            from faregate.storage.tables import requests
+            from faregate.storage.tables import metadata
 
-            names = [c.name for c in requests.columns]
+            names = [c.name for c in metadata.tables[self.table].columns]
             # SQLAlchemy's own text form for SQLite ('YYYY-MM-DD HH:MM:SS.ffffff'), so range
             # queries comparing with bound datetimes see exactly the right rows.
             at = f"?{names.index('created_at') + 1}"
@@ -151,7 +154,7 @@ class SQLiteLedgerWriter:
                      f"printf('.%06d', CAST({at} * 1000000 AS INTEGER) % 1000000)")
             values = [stamp if n == "created_at" else f"?{i}" for i, n in enumerate(names, 1)]
             self._values = operator.itemgetter(*names)
-            self._sql = f"INSERT INTO requests ({', '.join(names)}) VALUES ({', '.join(values)})"
+            self._sql = f"INSERT INTO {self.table} ({', '.join(names)}) VALUES ({', '.join(values)})"
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -175,8 +178,8 @@ class SQLiteLedgerWriter:
             self._conn = None
 
 
-def ledger_writer(url: str) -> LedgerWriter | SQLiteLedgerWriter:
+def ledger_writer(url: str, table: str = "requests") -> LedgerWriter | SQLiteLedgerWriter:
     prefix = "sqlite+aiosqlite:///"
     if url.startswith(prefix) and url != prefix + ":memory:":
-        return SQLiteLedgerWriter(str(Path(url[len(prefix):]).expanduser()))
-    return LedgerWriter(url)
+        return SQLiteLedgerWriter(str(Path(url[len(prefix):]).expanduser()), table)
+    return LedgerWriter(url, table)

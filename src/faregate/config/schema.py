@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from faregate.logs.settings import RequestLogSettings
+
 
 class _Open(BaseModel):
     """A LiteLLM section: unknown keys are allowed (and listed as ignored)."""
@@ -192,6 +194,15 @@ class AlertSettings(_Strict):
     min_spend_usd: Decimal = Field(default=Decimal("0.01"), ge=0, description="Spend below this never raises a spike alert (noise floor).")
 
 
+class TracingSettings(_Strict):
+    """OpenTelemetry traces (docs/observability.md); endpoint, headers, sampler and service name
+    come from the standard OTEL_* environment variables."""
+
+    enabled: bool | None = Field(default=None, description="null: on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; true: on; false: off.")
+    capture_content: bool = Field(default=False, description="Record prompts and answers (redacted) on the root span; also OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true.")
+    stage_spans_min_ms: float | None = Field(default=0.0, ge=0, description="Stage spans: 0 every stage; >0 only stages at least this long or failed (about a third of the cost); null none (root and attempt spans only).")
+
+
 class SloTarget(_Strict):
     """Latency objectives for one model group (or every group: '*'), over a window."""
 
@@ -257,6 +268,8 @@ class Config(_Open):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     slo: SloSettings = Field(default_factory=SloSettings)
+    request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
 
     @model_validator(mode="before")

@@ -71,6 +71,7 @@ class Call:
     first_token_at: float | None = None
     finished_at: float | None = None
     error: GatewayError | None = None
+    trace: Any = None  # the call's spans (telemetry/tracing.py), only while tracing is on
 
     @property
     def model(self) -> str:

@@ -15,6 +15,10 @@ A stage is an object with `name`, `async before(call) -> bool` and `async after(
 itself (a cache hit) and no later stage runs. Raising `GatewayError` ends the call. `after`
 runs on the way back, in reverse order, only for stages whose `before` ran — for a stream,
 when the stream has ended (so usage and errors are known).
+
+With `tracing` (telemetry/tracing.py) each stage is wrapped once, here, to run in its own span,
+and the call's root span starts with `run` and ends after the last after-step; without it (the
+default) the stages are the objects themselves and no tracing code runs.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from faregate.core.call import Call
 from faregate.core.errors import GatewayError, client_closed
+
+if TYPE_CHECKING:
+    from faregate.telemetry.tracing import Tracing
 
 
 class Stage(Protocol):
@@ -38,13 +45,18 @@ class Stage(Protocol):
 
 
 class Pipeline:
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    def __init__(self, stages: Sequence[Stage], tracing: Tracing | None = None) -> None:
         self.stages = tuple(stages)
         # Only stages that define a real after-step are unwound (skips a no-op await per stage).
         self._with_after = frozenset(s.name for s in self.stages if type(s).after is not _NoAfter.after)
+        self.tracing = tracing
+        if tracing is not None:
+            self.stages = tuple(tracing.wrap(s) for s in self.stages)
 
     async def run(self, call: Call) -> None:
         """Run the call; on return exactly one of `call.response` / `call.stream` is set."""
+        if self.tracing is not None:
+            self.tracing.start(call)
         ran: list[Stage] = []
         try:
             for stage in self.stages:
@@ -83,9 +95,13 @@ class Pipeline:
             await self._unwind(call, ran)
 
     async def _unwind(self, call: Call, ran: list[Stage]) -> None:
-        for stage in reversed(ran):
-            if stage.name in self._with_after:
-                await stage.after(call)
+        try:
+            for stage in reversed(ran):
+                if stage.name in self._with_after:
+                    await stage.after(call)
+        finally:
+            if self.tracing is not None:  # the call's spans end with its last after-step
+                self.tracing.end(call)
 
 
 class _NoAfter:

@@ -39,6 +39,7 @@ from faregate.http.responses import exception_response
 from faregate.http.routes import (
     admin,
     admin_cache,
+    admin_logs,
     admin_slo,
     health,
     messages,
@@ -47,13 +48,14 @@ from faregate.http.routes import (
     openai,
     ws,
 )
+from faregate.http.ui import routes as ui
 
 log = logging.getLogger("faregate")
 
 
 GC_GEN0_THRESHOLD = 20_000
 
-ROUTERS = (openai.router, messages.router, models.router, health.router, metrics.router, ws.router, admin.router, admin_cache.router, admin_slo.router)
+ROUTERS = (openai.router, messages.router, models.router, health.router, metrics.router, ws.router, admin.router, admin_cache.router, admin_logs.router, admin_slo.router, ui.router)
 
 
 def create_app(config: Config) -> FastAPI:

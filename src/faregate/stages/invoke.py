@@ -23,7 +23,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faregate.access.limiter import Limiter, TokenHold
 from faregate.accounting.tokens import TokenCounter, call_estimate
@@ -37,6 +37,9 @@ from faregate.routing.retries import HEALTH_FAILURES, RetryPolicy, classify
 from faregate.routing.retry_budget import RetryBudget
 from faregate.routing.router import FallbackReason, Router
 
+if TYPE_CHECKING:
+    from faregate.telemetry.tracing import Tracing
+
 
 class Invoke:
     name = "invoke"
@@ -44,7 +47,8 @@ class Invoke:
     def __init__(self, router: Router, providers: dict[str, Provider], policy: RetryPolicy, *,
                  budget: RetryBudget | None = None, breakers: Any = None, limiter: Limiter | None = None,
                  counter: TokenCounter | None = None, default_max_tokens: int = 4096,
-                 queue: FairQueue | None = None, deployment_queues: dict[str, FairQueue] | None = None) -> None:
+                 queue: FairQueue | None = None, deployment_queues: dict[str, FairQueue] | None = None,
+                 tracing: Tracing | None = None) -> None:
         self.router = router
         self.providers = providers
         self.policy = policy
@@ -55,6 +59,7 @@ class Invoke:
         self.default_max_tokens = default_max_tokens
         self.queue = queue
         self.deployment_queues = deployment_queues or {}
+        self.tracing = tracing  # each attempt in its own CLIENT span, when tracing is on
 
     async def before(self, call: Call) -> bool:
         if self.queue is not None:
@@ -101,7 +106,11 @@ class Invoke:
                         limited.add(dep.id)
                         continue
                 try:
-                    await self._attempt(call, dep)
+                    if self.tracing is None:
+                        await self._attempt(call, dep)
+                    else:
+                        with self.tracing.attempt(call, dep):
+                            await self._attempt(call, dep)
                     return False
                 except UpstreamError as exc:
                     last, last_dep = exc, dep.id
