@@ -9,6 +9,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -27,11 +28,11 @@ requests = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, index=True),
     Column("endpoint", String(16), nullable=False),
     Column("client_protocol", String(16), nullable=False),
-    Column("key_id", String(64), index=True),  # who authenticated; never the key itself
-    Column("user_id", String(128), index=True),
-    Column("team_id", String(128), index=True),
+    Column("key_id", String(64)),  # who authenticated; never the key itself (indexes: below)
+    Column("user_id", String(128)),
+    Column("team_id", String(128)),
     Column("end_user", String(256)),
-    Column("feature", String(128), index=True),
+    Column("feature", String(128)),
     Column("conversation_id", String(128), index=True),
     Column("requested_model", String(256), nullable=False),
     Column("deployment", String(256)),
@@ -54,6 +55,45 @@ requests = Table(
     Column("ttft_ms", Float),
     Column("tags", Text),  # the request's `metadata` tags as a JSON object (text), or NULL
     Column("client_request_id", String(128)),  # the client's own x-client-request-id, if sent
+)
+
+# Per column a spend total is grouped or filtered by (migration 0005): with created_at and the
+# money, so a key's (user's, team's…) spend over a period is read from the index alone (budget
+# seeding, /admin/spend, the dashboard's breakdowns, which walk the distinct values).
+for _name in ("requested_model", "key_id", "user_id", "team_id", "feature"):
+    Index(f"ix_requests_{_name}_created_at", requests.c[_name], requests.c.created_at, requests.c.cost_nusd,
+          requests.c.saved_nusd)
+# The dashboard's time series (/ui): each ranges over created_at and reads only these columns.
+Index("ix_requests_dashboard", *(requests.c[_name] for _name in (
+    "created_at", "provider", "cache", "status", "error_code", "cost_nusd", "saved_nusd", "latency_ms",
+    "ttft_ms")))
+del _name
+
+
+# The request log (logs/): per request the trace id, sizes and, by policy, the redacted request
+# and response bodies. `request_id` is the ledger row's (no foreign key: the two tables are
+# written by separate batching sinks, and log rows are deleted by retention while ledger rows,
+# which are money, are kept). Searches filter on one column and page newest first: each filter
+# column has an index together with `created_at`.
+request_logs = Table(
+    "request_logs",
+    metadata,
+    Column("request_id", String(128), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("key_id", String(64)),
+    Column("user_id", String(128)),
+    Column("feature", String(128)),
+    Column("model", String(256), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("trace_id", String(32), index=True),
+    Column("request_bytes", Integer),  # size of the request's JSON (always, even without bodies)
+    Column("response_bytes", Integer),
+    Column("request_body", Text),  # redacted JSON text, or NULL (metadata mode, not sampled)
+    Column("response_body", Text),
+    Column("redactions", Integer, nullable=False, server_default="0"),  # findings replaced
+    Column("truncated", Boolean, nullable=False, server_default="0"),  # a body was cut
+    *(Index(f"ix_request_logs_{col}_created_at", col, "created_at")
+      for col in ("key_id", "user_id", "feature", "model", "status")),
 )
 
 
