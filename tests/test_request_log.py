@@ -54,7 +54,9 @@ request_log:
 
 @pytest.fixture(scope="module")
 def metadata(mock_upstream: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    gw = launch_gateway(tmp_path_factory.mktemp("log-meta"), _config(mock_upstream.url, ""))  # the default
+    gw = launch_gateway(tmp_path_factory.mktemp("log-meta"), _config(mock_upstream.url, """
+request_log: {mode: metadata}
+"""))
     yield gw
     stop(gw.proc)
 

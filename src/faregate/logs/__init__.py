@@ -1,3 +1,3 @@
 """The request log: per request a row beside the ledger's (trace id, sizes, outcome) and, by
 policy, the request and response bodies with PII redacted before storage. See
-docs/request-log.md; `service.request_log(config, …)` builds it."""
+docs/observability.md (the request log); `service.request_log(config, …)` builds it."""
