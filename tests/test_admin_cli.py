@@ -117,9 +117,10 @@ def test_spend_in_every_format(gateway: Server) -> None:
     costs = [float(r["cost_usd"]) for r in rows]
     assert costs == sorted(costs, reverse=True)
     table = run_ok(gateway, "spend", "--group-by", "feature").splitlines()
-    assert table[0].split() == ["group", "requests", "input_tokens", "output_tokens", "cost_usd"]
+    assert table[0].split() == ["group", "requests", "input_tokens", "output_tokens", "cost_usd", "cache_hits", "saved_usd"]
     line = next(line for line in table if line.startswith(feature))
-    assert line.endswith(mine[0]["cost_usd"]) and len(line) == len(table[0])  # numbers right-aligned
+    assert line.split()[4] == mine[0]["cost_usd"] and line.endswith(mine[0]["saved_usd"])
+    assert len(line) == len(table[0])  # numbers right-aligned
     parsed = list(csv.DictReader(io.StringIO(run_ok(gateway, "spend", "--group-by", "feature", "--format", "csv"))))
     assert next(r for r in parsed if r["group"] == feature)["requests"] == "2"
     today = time.strftime("%Y-%m-%d", time.gmtime())

@@ -187,7 +187,7 @@ async def test_purge_deletes_only_old_log_rows(tmp_path: Path) -> None:
 
 
 def test_settings() -> None:
-    assert RequestLogSettings().mode == "metadata" and not RequestLogSettings().needs_presidio
+    assert RequestLogSettings().mode == "off" and not RequestLogSettings().needs_presidio
     assert RequestLogSettings(mode="full").needs_presidio
     assert not RequestLogSettings(mode="full", redact=False).needs_presidio
     for bad in ({"sample_rate": 1.5}, {"entities": ["NAME"]}, {"retention_days": 0}, {"mode": "all"},
