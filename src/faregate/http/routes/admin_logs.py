@@ -24,7 +24,9 @@ router = APIRouter(prefix="/admin", tags=["Admin"], route_class=admin.route_clas
                    dependencies=admin.dependencies, responses=admin.responses)
 
 
-class LogRow(BaseModel):
+class _LogFields(BaseModel):
+    """What a log row holds besides the bodies (shared by the search rows and one entry)."""
+
     request_id: str
     created_at: dt.datetime
     key_id: str | None
@@ -37,6 +39,9 @@ class LogRow(BaseModel):
     response_bytes: int | None
     redactions: int = Field(description="Findings replaced by placeholders in the stored bodies.")
     truncated: bool
+
+
+class LogRow(_LogFields):
     has_request_body: bool
     has_response_body: bool
     cost_usd: str | None = Field(description="From the ledger row (null until it is written); exact decimal string.")
@@ -53,19 +58,7 @@ class LogPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null at the end.")
 
 
-class LogEntry(BaseModel):
-    request_id: str
-    created_at: dt.datetime
-    key_id: str | None
-    user_id: str | None
-    feature: str | None
-    model: str
-    status: int
-    trace_id: str | None
-    request_bytes: int | None
-    response_bytes: int | None
-    redactions: int
-    truncated: bool
+class LogEntry(_LogFields):
     request_body: str | None = Field(description="The request's JSON text, redacted; null when not kept.")
     response_body: str | None = Field(description="The response's JSON text (a stream: {output_text}; a failure: {error}), redacted.")
     ledger: Any = Field(description="The request's ledger row (see GET /admin/requests/{id}); null until written.")
