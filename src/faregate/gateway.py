@@ -37,6 +37,7 @@ from faregate.stages.meter import Meter
 from faregate.stages.observe import Observe
 from faregate.stages.route import Route
 from faregate.storage.urls import database_url, redis_url
+from faregate.telemetry.genai_metrics import GenAIMetrics
 from faregate.telemetry.metrics import metrics
 from faregate.telemetry.tracing import Tracing
 
@@ -79,10 +80,11 @@ class Gateway:
         longest = max([config.server.default_timeout, *(d.timeout for d in self.deployments)])
         self.cache = _response_cache(config, self.redis, lambda call: self.pipeline.run(call))
         self.metrics = metrics()
+        self.genai_metrics = GenAIMetrics.from_settings(config)  # None unless OTLP is configured
         self.tracing = Tracing.from_settings(config)  # None unless OTLP is configured
         self.pipeline = Pipeline([
             self.auth,
-            Observe(self.metrics),
+            Observe(self.metrics, self.genai_metrics),
             Account(self.ledger),
             *([self.request_log.stage] if self.request_log is not None else []),
             Route(self.router),
@@ -224,6 +226,8 @@ class Gateway:
             await self.redis.aclose()
         if self.tracing is not None:  # last: every finished call's spans are exported
             await self.tracing.close()
+        if self.genai_metrics is not None:
+            await self.genai_metrics.close()
 
 
 def _response_cache(config: Config, redis: Any, run: Any) -> Any:

@@ -200,6 +200,7 @@ class TracingSettings(_Strict):
 
     enabled: bool | None = Field(default=None, description="null: on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; true: on; false: off.")
     capture_content: bool = Field(default=False, description="Record prompts and answers (redacted) on the root span; also OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true.")
+    metrics: bool | None = Field(default=None, description="OpenTelemetry GenAI metrics over OTLP (gen_ai.client.token.usage, …). null: on when an OTLP endpoint variable is set and OTEL_METRICS_EXPORTER is not 'none'.")
     stage_spans_min_ms: float | None = Field(default=0.0, ge=0, description="Stage spans: 0 every stage; >0 only stages at least this long or failed (about a third of the cost); null none (root and attempt spans only).")
 
 
