@@ -132,7 +132,12 @@ def test_metrics_add_up_to_the_ledger(gw: Server) -> None:
 
 
 def test_state_gauges_are_sampled(gw: Server) -> None:
-    time.sleep(1.2)
+    status, _, _ = http("POST", f"{gw.url}/admin/teams", {"id": "gauge-team", "budget_usd": "12.5", "budget_period": "day"})
+    assert status == 201
+    deadline = time.monotonic() + 10  # team budgets are sampled every 5 s
+    while total(scrape(gw), "faregate_budget_remaining_usd", team="gauge-team") != 12.5:
+        assert time.monotonic() < deadline, "the team budget gauge never showed"
+        time.sleep(0.3)
     m = scrape(gw)
     deployments = {re.search(r'deployment="([^"]+)"', k).group(1) for k in m if k.startswith("faregate_breaker_state{")}
     assert len(deployments) == 2

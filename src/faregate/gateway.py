@@ -167,7 +167,7 @@ class Gateway:
             try:
                 budgets = None
                 if tick % 5 == 0 and self.directory.loaded:
-                    budgets = await budget_statuses(self.directory, self.budgets)
+                    budgets = await budget_statuses(self.directory, self.budgets, "team")
                 self.metrics.sample(self.routing, budgets)
             except Exception as exc:  # never fatal; try again next tick
                 log.debug("gauge sampling failed: %s", exc)

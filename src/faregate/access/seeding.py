@@ -42,14 +42,15 @@ async def seed_budgets(directory: Directory, budgets: Budgets, engine: Any) -> N
             budgets.seeded.add(counter)
 
 
-async def budget_statuses(directory: Directory, budgets: Budgets) -> list[Any]:
-    """Every budget and its spend this period, for the budget-threshold alerts."""
+async def budget_statuses(directory: Directory, budgets: Budgets, kind: str | None = None) -> list[Any]:
+    """Every budget (of one `kind` of subject, when given) and its spend this period, for the
+    budget-threshold alerts and the team budget gauge."""
     from faregate.accounting.alerts import BudgetStatus
 
     now = dt.datetime.now(dt.UTC)
     out = []
     for s in directory.live_subjects():
-        if s.limits.budget_nusd is None:
+        if s.limits.budget_nusd is None or (kind is not None and s.kind != kind):
             continue
         period, _, _ = period_of(s.limits.budget_period, now)
         spent = await budgets.spent(f"{s.scope}@{period}")
