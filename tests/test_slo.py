@@ -20,9 +20,13 @@ from faregate.telemetry.slo import report
 from tests.conftest import Server, stop
 from tests.gateways import http, launch_gateway
 
+# The middle of the current hour: alerts dedupe per hour, so checks at BASE and BASE + 5 min
+# fall in one hour whenever the test runs.
+BASE = dt.datetime.now(dt.UTC).replace(minute=30, second=0, microsecond=0)
+
 
 def _row(model: str, latency: float, ttft: float | None, status: int = 200, age: float = 60) -> dict:
-    return {"request_id": uuid.uuid4().hex, "created_at": dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age),
+    return {"request_id": uuid.uuid4().hex, "created_at": BASE - dt.timedelta(seconds=age),
             "endpoint": "chat", "client_protocol": "openai", "requested_model": model, "attempts": 1,
             "status": status, "stream": ttft is not None, "input_tokens": 1, "cached_input_tokens": 0,
             "cache_write_tokens": 0, "output_tokens": 1, "reasoning_tokens": 0, "cost_nusd": 0, "saved_nusd": 0,
@@ -53,7 +57,7 @@ SETTINGS = SloSettings.model_validate({"targets": [
 
 
 def test_report_gives_exact_nearest_rank_percentiles_per_group(engine) -> None:
-    entries = {e["model"]: e for e in asyncio.run(report(engine, SETTINGS))}
+    entries = {e["model"]: e for e in asyncio.run(report(engine, SETTINGS, BASE))}
     fast, slow = entries["fast"], entries["slow"]
     assert fast["latency_ms"] == {"requests": 100, "p50": 149.0, "p95": 194.0, "p99": 198.0}
     assert fast["ttft_ms"] == {"requests": 100, "p50": 69.0, "p95": 114.0, "p99": 118.0}
@@ -66,7 +70,7 @@ def test_report_gives_exact_nearest_rank_percentiles_per_group(engine) -> None:
 
 def test_a_violation_alerts_once_per_hour(engine) -> None:
     monitor = AlertMonitor(AlertSettings(), engine, slo=SETTINGS)
-    now = dt.datetime.now(dt.UTC)
+    now = BASE
     first = asyncio.run(monitor.check(now))
     assert [(a.kind, a.subject) for a in first] == [("slo_violation", "slow:latency_p99_ms")]
     assert "30000" in first[0].message and first[0].payload()["alert"]["threshold"] == "5000.0"
