@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
-from sqlalchemy import String, case, cast, func, literal_column, select, type_coerce
+from sqlalchemy import String, case, cast, func, literal_column, select
 
 from faregate.access.store import bad_request, cost_usd
+from faregate.storage.stamps import in_period
 from faregate.storage.tables import requests
 
 GroupBy = Literal["key", "user", "team", "end_user", "feature", "model", "deployment", "day"]
@@ -87,28 +88,6 @@ def _when(value: str | None, param: str, end: bool = False) -> dt.datetime | Non
                           param) from None
 
 
-def _sqlite_text(when: dt.datetime | None) -> str | None:
-    """The shortest text of `when` (UTC) in SQLite's storage format: a stored value equal to it is
-    never shorter, so text comparison orders them as the instants ('…00.000' vs '…00')."""
-    if when is None:
-        return None
-    text = when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-    fraction = f"{when.microsecond:06d}".rstrip("0")
-    return f"{text}.{fraction}" if fraction else text
-
-
-def in_period(query: Any, dialect: str, start: dt.datetime | None, end: dt.datetime | None) -> Any:
-    """`query` limited to ledger rows with `start <= created_at < end` (either may be None)."""
-    created = requests.c.created_at
-    if dialect == "sqlite":  # UTC text with 3 or 6 decimals: compare as text
-        created, start, end = type_coerce(created, String), _sqlite_text(start), _sqlite_text(end)  # type: ignore[assignment]
-    if start is not None:
-        query = query.where(created >= start)
-    if end is not None:
-        query = query.where(created < end)
-    return query
-
-
 async def spend_by(engine: Any, group_by: GroupBy, start: Any = None, end: Any = None) -> list[dict[str, Any]]:
     """Requests, tokens and cost per group for `start <= created_at < end` (aware datetimes),
     most expensive first."""
@@ -118,7 +97,7 @@ async def spend_by(engine: Any, group_by: GroupBy, start: Any = None, end: Any =
     query = select(group, func.count().label("n"), func.sum(requests.c.input_tokens).label("input"),
                    func.sum(requests.c.output_tokens).label("output"), cost, hits,
                    func.sum(requests.c.saved_nusd)).group_by(group)
-    query = in_period(query, engine.dialect.name, start, end).order_by(cost.desc(), group.asc().nulls_last())
+    query = in_period(query, requests.c.created_at, engine.dialect.name, start, end).order_by(cost.desc(), group.asc().nulls_last())
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [{"group": None if g is None else str(g), "requests": int(n), "input_tokens": int(i or 0),

@@ -11,9 +11,9 @@ import datetime as dt
 import logging
 from typing import Any
 
-from sqlalchemy import String, delete, select, type_coerce
+from sqlalchemy import delete, select
 
-from faregate.accounting.spend import _sqlite_text
+from faregate.storage.stamps import bound, comparable
 from faregate.storage.tables import request_logs
 
 log = logging.getLogger("faregate.logs")
@@ -23,11 +23,9 @@ _PURGE_BATCH = 2000
 
 async def purge(engine: Any, before: dt.datetime, batch: int = _PURGE_BATCH) -> int:
     """Delete log rows created before `before` (aware); returns how many."""
-    created: Any = request_logs.c.created_at
-    cutoff: Any = before
-    if engine.dialect.name == "sqlite":  # stored as UTC text: compare as text, as spend.py does
-        created, cutoff = type_coerce(created, String), _sqlite_text(before)
-    old = select(request_logs.c.request_id).where(created < cutoff).limit(batch)
+    dialect = engine.dialect.name
+    old = (select(request_logs.c.request_id)
+           .where(comparable(request_logs.c.created_at, dialect) < bound(dialect, before)).limit(batch))
     total = 0
     while True:
         async with engine.begin() as conn:

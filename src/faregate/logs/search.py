@@ -13,10 +13,11 @@ import datetime as dt
 from typing import Any
 
 import orjson
-from sqlalchemy import String, and_, or_, select, type_coerce
+from sqlalchemy import and_, or_, select
 
 from faregate.access.store import bad_request, cost_usd
-from faregate.accounting.spend import _sqlite_text, ledger_entry
+from faregate.accounting.spend import ledger_entry
+from faregate.storage.stamps import bound, comparable
 from faregate.storage.tables import request_logs, requests
 
 # query parameter -> request_logs column
@@ -30,9 +31,9 @@ async def search(engine: Any, filters: dict[str, Any], start: dt.datetime | None
                  end: dt.datetime | None = None, limit: int = 50,
                  cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """(rows, next cursor or None) for `start <= created_at < end` and the equality filters."""
-    sqlite = engine.dialect.name == "sqlite"
-    created: Any = type_coerce(request_logs.c.created_at, String) if sqlite else request_logs.c.created_at
-    bound = _sqlite_text if sqlite else (lambda when: when)
+    dialect = engine.dialect.name
+    sqlite = dialect == "sqlite"
+    created = comparable(request_logs.c.created_at, dialect)
     query = (select(*_META, created.label("_at"),
                     request_logs.c.request_body.is_not(None).label("has_request_body"),
                     request_logs.c.response_body.is_not(None).label("has_response_body"),
@@ -42,9 +43,9 @@ async def search(engine: Any, filters: dict[str, Any], start: dt.datetime | None
         if value is not None:
             query = query.where(request_logs.c[FILTERS[param]] == value)
     if start is not None:
-        query = query.where(created >= bound(start))
+        query = query.where(created >= bound(dialect, start))
     if end is not None:
-        query = query.where(created < bound(end))
+        query = query.where(created < bound(dialect, end))
     if cursor:
         at, rid = _decode(cursor, sqlite)
         query = query.where(or_(created < at, and_(created == at, request_logs.c.request_id < rid)))

@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from faregate.accounting.spend import in_period
 from faregate.config.schema import SloSettings, SloTarget
+from faregate.storage.stamps import in_period
 from faregate.storage.tables import requests
 
 QUANTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
@@ -27,7 +27,7 @@ MEASURES = {"ttft": requests.c.ttft_ms, "latency": requests.c.latency_ms}
 
 
 def _filtered(query: Any, dialect: str, model: str, target: SloTarget, since: dt.datetime) -> Any:
-    query = in_period(query, dialect, since, None).where(requests.c.status == 200,
+    query = in_period(query, requests.c.created_at, dialect, since, None).where(requests.c.status == 200,
                                                         requests.c.requested_model == model)
     if target.endpoint is not None:
         query = query.where(requests.c.endpoint == target.endpoint)
@@ -54,7 +54,7 @@ async def _percentiles(conn: Any, dialect: str, model: str, target: SloTarget, s
 async def _groups(conn: Any, dialect: str, target: SloTarget, since: dt.datetime) -> list[str]:
     if target.model != "*":
         return [target.model]
-    query = in_period(select(requests.c.requested_model).distinct(), dialect, since, None)
+    query = in_period(select(requests.c.requested_model).distinct(), requests.c.created_at, dialect, since, None)
     return sorted(str(m) for (m,) in (await conn.execute(query.where(requests.c.status == 200))).all())
 
 

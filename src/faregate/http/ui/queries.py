@@ -24,11 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import String, bindparam, case, func, literal_column, or_, select, text, type_coerce
+from sqlalchemy import bindparam, case, func, literal_column, or_, select, text
 
 from faregate.access.store import bad_request, cost_usd
-from faregate.accounting.spend import _sqlite_text, period
+from faregate.accounting.spend import period
 from faregate.http.ui import histogram
+from faregate.storage.stamps import bound, comparable
 from faregate.storage.tables import requests as R
 
 Bucket = Literal["hour", "day"]
@@ -103,15 +104,6 @@ def window(start: str | None, end: str | None, bucket: str | None,
 # -- running a query per chunk (SQLite) or grouped by bucket (PostgreSQL) -------------------------
 
 
-def _created(dialect: str) -> Any:
-    # SQLite stores UTC text with 3 or 6 decimals: compare as text (see spend._sqlite_text).
-    return type_coerce(R.c.created_at, String) if dialect == "sqlite" else R.c.created_at
-
-
-def _bound(dialect: str, when: dt.datetime) -> Any:
-    return _sqlite_text(when) if dialect == "sqlite" else when
-
-
 def _bucket_expr(bucket: Bucket) -> Any:
     """PostgreSQL: the start of created_at's bucket as a UTC timestamp (date_trunc: faster to
     group by than formatted text); labelled in Python."""
@@ -132,7 +124,7 @@ async def _bucketed(engine: Any, w: Window, groups: Sequence[Any], aggregates: S
     the window's bucket; rows are labelled by their slice). PostgreSQL runs one statement, by
     bucket unless `by_bucket` is false (labels are then None)."""
     dialect = engine.dialect.name
-    created = _created(dialect)
+    created = comparable(R.c.created_at, dialect)
     if dialect != "sqlite":
         label = _bucket_expr(w.bucket).label("bucket") if by_bucket else literal_column("NULL").label("bucket")
         query = select(label, *groups, *aggregates).where(created >= w.start, created < w.end, *where)
@@ -147,7 +139,7 @@ async def _bucketed(engine: Any, w: Window, groups: Sequence[Any], aggregates: S
     if groups:
         query = query.group_by(*groups)
     chunks = w.chunks(chunk)
-    results = await _run_sqlite(engine, query, [{"lo": _bound(dialect, lo), "hi": _bound(dialect, hi)}
+    results = await _run_sqlite(engine, query, [{"lo": bound(dialect, lo), "hi": bound(dialect, hi)}
                                                 for _, lo, hi in chunks])
     return [(name, *r) for (name, _, _), rows in zip(chunks, results, strict=True) for r in rows]
 
@@ -311,7 +303,7 @@ async def _walk(engine: Any, w: Window, col: Any) -> dict[str | None, list[int]]
     seek each) and a correlated subquery sums each value's rows in the window from the same
     index; the three sums come back as one text ('n cost saved') so the rows are read once.
     Cost: a seek per distinct value in the ledger plus the window's index entries."""
-    created = _created("sqlite")
+    created = comparable(R.c.created_at, "sqlite")
     lo, hi = bindparam("lo"), bindparam("hi")
     vals = select(func.min(col).label("v")).cte("vals", recursive=True)
     prev = vals.alias("prev")
@@ -323,7 +315,7 @@ async def _walk(engine: Any, w: Window, col: Any) -> dict[str | None, list[int]]
     nulls = (select(func.count(), func.sum(R.c.cost_nusd), func.sum(R.c.saved_nusd))
              .where(col.is_(None), created >= lo, created < hi)
              .with_hint(R, f"INDEXED BY ix_requests_{col.name}_created_at", "sqlite"))
-    params = [{"lo": _bound("sqlite", w.start), "hi": _bound("sqlite", w.end)}]
+    params = [{"lo": bound("sqlite", w.start), "hi": bound("sqlite", w.end)}]
     out: dict[str | None, list[int]] = {}
     for value, sums in (await _run_sqlite(engine, values, params))[0]:
         n, cost, saved = (int(x) for x in sums.split())
@@ -349,14 +341,14 @@ async def recent(engine: Any, w: Window, q: str | None = None, errors: bool = Fa
     dialect = engine.dialect.name
 
     def listed(created: Any) -> Any:
-        query = select(*LIST_COLUMNS).where(created >= _bound(dialect, w.start), created < _bound(dialect, w.end))
+        query = select(*LIST_COLUMNS).where(created >= bound(dialect, w.start), created < bound(dialect, w.end))
         return query.where(_is_error()) if errors else query
 
-    base = listed(_created(dialect))
+    base = listed(comparable(R.c.created_at, dialect))
     if not q:
         wanted = [base]
     elif dialect == "sqlite":  # the prefix on the primary key's index (created_at made unindexable)
-        prefix = listed(_created(dialect).op("||")(literal_column("''")))
+        prefix = listed(comparable(R.c.created_at, dialect).op("||")(literal_column("''")))
         wanted = [prefix.where(R.c.request_id >= q, R.c.request_id < q + "\U0010ffff"),
                   *[base.where(c == q) for c in SEARCHED]]
     else:
