@@ -4,55 +4,21 @@ with bounded attributes, and token sums that match the ledger."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from tests.conftest import MASTER_KEY, Server, stop
 from tests.gateways import launch_gateway
-
-
-class MetricsReceiver:
-    """POST /v1/metrics (protobuf): keeps the latest data points of every metric."""
-
-    def __init__(self) -> None:
-        self.points: dict[str, list[Any]] = {}
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                if self.path == "/v1/metrics":
-                    receiver.add(ExportMetricsServiceRequest.FromString(body))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def add(self, req: ExportMetricsServiceRequest) -> None:
-        with self.lock:
-            for rm in req.resource_metrics:
-                for sm in rm.scope_metrics:
-                    for m in sm.metrics:
-                        self.points[m.name] = list(m.histogram.data_points)  # cumulative: the latest wins
+from tests.test_tracing import Receiver
 
 
 @pytest.fixture(scope="module")
-def setup(mock_upstream: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, MetricsReceiver]]:
-    receiver = MetricsReceiver()
+def setup(mock_upstream: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Receiver]]:
+    receiver = Receiver()
     config = f"""
 model_list:
   - model_name: chat
@@ -72,7 +38,7 @@ def _attrs(point: Any) -> dict[str, str]:
     return {a.key: a.value.string_value for a in point.attributes}
 
 
-def test_genai_histograms_reach_the_receiver_and_match_the_ledger(setup: tuple[Server, MetricsReceiver]) -> None:
+def test_genai_histograms_reach_the_receiver_and_match_the_ledger(setup: tuple[Server, Receiver]) -> None:
     gw, receiver = setup
     auth = {"authorization": f"Bearer {MASTER_KEY}"}
     url = f"{gw.url}/v1/chat/completions"
@@ -90,7 +56,7 @@ def test_genai_histograms_reach_the_receiver_and_match_the_ledger(setup: tuple[S
     deadline = time.monotonic() + 10
     while True:
         with receiver.lock:
-            points = dict(receiver.points)
+            points = dict(receiver.metrics)
         usage = points.get("gen_ai.client.token.usage", [])
         by_type = {_attrs(p)["gen_ai.token.type"]: p.sum for p in usage}
         if by_type == {"input": inp, "output": out} or time.monotonic() > deadline:

@@ -25,6 +25,9 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk.trace")
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (  # noqa: E402
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
     ExportTraceServiceRequest,
 )
@@ -42,11 +45,13 @@ STATUS_ERROR = 2
 
 
 class Receiver:
-    """An OTLP/HTTP trace receiver: POST /v1/traces, protobuf body (gzip or not)."""
+    """An OTLP/HTTP receiver: POST /v1/traces and /v1/metrics, protobuf bodies (gzip or not).
+    Spans accumulate; of each metric the latest histogram data points are kept (cumulative)."""
 
     def __init__(self) -> None:
         self.raw: list[bytes] = []
         self.spans: list[dict[str, Any]] = []
+        self.metrics: dict[str, list[Any]] = {}
         self.lock = threading.Lock()
         receiver = self
 
@@ -70,6 +75,12 @@ class Receiver:
 
     def add(self, path: str, body: bytes) -> None:
         if path == "/v1/metrics":  # the gateway's OpenTelemetry metrics: tests/test_genai_metrics.py
+            req = ExportMetricsServiceRequest.FromString(body)
+            with self.lock:
+                for rm in req.resource_metrics:
+                    for sm in rm.scope_metrics:
+                        for m in sm.metrics:
+                            self.metrics[m.name] = list(m.histogram.data_points)
             return
         assert path == "/v1/traces", path
         req = ExportTraceServiceRequest.FromString(body)
