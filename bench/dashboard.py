@@ -31,6 +31,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from procs import Server, free_port
+
 TARGET_S = 1.0
 MASTER = "sk-bench-dashboard-master-key"
 MODELS = ["gpt-4o", "gpt-4o-mini", "claude-haiku", "claude-sonnet", "llama-70b",
@@ -149,20 +151,6 @@ def fill_postgres(url: str, rows: int, days: float) -> float:
     return time.perf_counter() - t0
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"faregate exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} not ready within {timeout}s")
-
-
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         return None
@@ -228,12 +216,11 @@ def main() -> int:
                 print(f"  filled in {took:.1f} s; database {db.stat().st_size / 1e6:.0f} MB", flush=True)
                 if args.keep:
                     shutil.copy(db, args.keep)
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
-        log = (tmp / "gateway.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "faregate", "serve", "--config", str(cfg), "--port",
-                                 str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_ready(f"{base}/health/ready", proc)
+        proc = Server("gateway", [sys.executable, "-m", "faregate", "serve", "--config", str(cfg), "--port",
+                                  str(port)], tmp, None, env=env)
+        proc.wait_http(port, "/health/ready", 90)
         opener = login(base)
         with opener.open(f"{base}/ui/api/requests?limit=1", timeout=60) as resp:
             some_id = json.loads(resp.read())["data"][0]["request_id"]
@@ -263,20 +250,9 @@ def main() -> int:
         return 1 if failed else 0
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.stop(grace=20)
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":
