@@ -38,8 +38,6 @@ def ledger_row(call: Call) -> dict[str, Any]:
     end_user = body.get("user")
     dep = call.deployment
     err = call.error
-    # A stream's 200 went out with its first byte; a later failure shows in error_code.
-    status = 200 if (err is None or call.stream is not None) else err.status
     end = call.finished_at or call.started
     feature, conversation = _attribution(call.headers)
     return {
@@ -57,7 +55,7 @@ def ledger_row(call: Call) -> dict[str, Any]:
         "deployment": dep.id if dep else None,
         "provider": dep.provider if dep else None,
         "attempts": call.attempts,
-        "status": status,
+        "status": call.status,
         "error_code": err.code if err else None,
         "cache": call.cache,
         "saved_nusd": call.saved_nusd,

@@ -78,6 +78,13 @@ class Call:
         return self.body.get("model", "")
 
     @property
+    def status(self) -> int:
+        """The HTTP status the client got: a stream's 200 went out with its first byte, so a
+        later failure shows in `error`, not here."""
+        err = self.error
+        return 200 if (err is None or self.stream is not None) else err.status
+
+    @property
     def streaming(self) -> bool:
         return bool(self.body.get("stream"))
 

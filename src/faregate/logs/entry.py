@@ -48,7 +48,7 @@ def log_entry(call: Call, *, bodies: bool, sample_rate: float) -> dict[str, Any]
         "user_id": principal.user_id if principal else None,
         "feature": feature,
         "model": call.model,
-        "status": 200 if (err is None or call.stream is not None) else err.status,
+        "status": call.status,
         "trace_id": trace_id(call),
         "_body": call.body,
         "_response": call.response,

@@ -22,6 +22,8 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from faregate.telemetry.metrics import error_type, model_label
+
 if TYPE_CHECKING:
     from faregate.core.call import Call
 
@@ -70,16 +72,14 @@ class GenAIMetrics:
 
     def record(self, call: Call) -> None:
         """One finished call's samples (requests refused before routing carry no provider)."""
-        from faregate.telemetry.metrics import ERROR_TYPES
-
         dep, err = call.deployment, call.error
         attrs: dict[str, Any] = {"gen_ai.operation.name": _OPERATIONS.get(call.endpoint, call.endpoint),
-                                 "gen_ai.request.model": "unknown" if err is not None and err.code == "model_not_found" else call.model}
+                                 "gen_ai.request.model": model_label(call)}
         if dep is not None:
             attrs["gen_ai.provider.name"] = dep.provider
             attrs["gen_ai.response.model"] = dep.upstream_model
         if err is not None:
-            attrs["error.type"] = err.type if err.type in ERROR_TYPES else "other"
+            attrs["error.type"] = error_type(err)
         end = call.finished_at or call.started
         self.request.record(end - call.started, attrs)
         if dep is None:

@@ -43,6 +43,17 @@ LIMIT_SCOPES = ("key", "user", "team", "deployment", "conversation")
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
+def model_label(call: Call) -> str:
+    """The model group, or "unknown" for a request naming none that exists (bounded labels)."""
+    err = call.error
+    return "unknown" if err is not None and err.code == "model_not_found" else call.model
+
+
+def error_type(err: Any) -> str:
+    """The error's OpenAI type, or "other" for a type an upstream made up (bounded labels)."""
+    return err.type if err.type in ERROR_TYPES else "other"
+
+
 class Metrics:
     def __init__(self) -> None:
         self.requests = Counter("faregate_requests", "Requests by model group, deployment, provider, HTTP status, error type and cache outcome.",
@@ -85,11 +96,10 @@ class Metrics:
     def observe(self, call: Call) -> None:
         """Everything one finished call contributes."""
         err, dep, child = call.error, call.deployment, self._child
-        model = "unknown" if err is not None and err.code == "model_not_found" else call.model
+        model = model_label(call)
         dep_id, provider = (dep.id, dep.provider) if dep is not None else ("", "")
-        status = 200 if (err is None or call.stream is not None) else err.status
-        etype = "" if err is None else (err.type if err.type in ERROR_TYPES else "other")
-        child(self.requests, (model, dep_id, provider, str(status), etype, call.cache or "")).inc()
+        etype = "" if err is None else error_type(err)
+        child(self.requests, (model, dep_id, provider, str(call.status), etype, call.cache or "")).inc()
         end = call.finished_at or time.perf_counter()
         child(self.duration, (model, dep_id)).observe(end - call.started)
         self.overhead.observe(call.overhead_seconds(end))

@@ -148,7 +148,7 @@ class Spans:
                 attrs["faregate.saved_usd"] = call.saved_nusd / 1e9
             attrs["faregate.overhead_ms"] = round(call.overhead_seconds(call.finished_at) * 1000, 3)
             err = call.error
-            attrs[HTTP_STATUS] = 200 if err is None or call.stream is not None else err.status
+            attrs[HTTP_STATUS] = call.status
             t.root.set_attributes(attrs)
             set_error(t.root, err, self._error, self.redact)
             t.root.end()
