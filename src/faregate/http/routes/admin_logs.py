@@ -95,7 +95,12 @@ async def get_log(request: Request, request_id: str) -> Response:
         raise GatewayError(404, f"No request '{request_id}' in the request log (rows are written within "
                            "about a second of the answer; request_log.mode may be off, or the row "
                            "past retention).", code="request_not_found", param="request_id")
+    return JSONResponse(entry_json(found))
+
+
+def entry_json(found: dict[str, Any]) -> dict[str, Any]:
+    """A log entry (`search.entry`) as this API and the dashboard show it."""
     ledger_row = found.pop("ledger")
     out = LogEntry.model_validate({**found, "ledger": None}).model_dump(mode="json")
     out["ledger"] = None if ledger_row is None else ledger.LedgerEntry.model_validate(ledger_row).model_dump(mode="json")
-    return JSONResponse(out)
+    return out

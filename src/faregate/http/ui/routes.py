@@ -10,11 +10,10 @@ form's POST body: never from a URL, never logged, never sent back.
 from __future__ import annotations
 
 import html
-import json
 import logging
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -41,7 +40,6 @@ log = logging.getLogger("faregate.ui")
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 MAX_FORM_BYTES = 4096
-LOGS_ROUTE = "/admin/logs/{request_id}"
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -300,37 +298,16 @@ async def api_breakers(request: Request) -> Response:
 
 
 async def _request_log(request: Request, request_id: str) -> dict[str, Any]:
-    """The request's log entry (redacted bodies, trace id) from `GET /admin/logs/{id}` when this
-    gateway has that endpoint: an in-process sub-request (never over the network) carrying the
-    master key the session stands for. No such route (a 404 `not_found`): not available."""
-    app = request.app
-    master = app.state.gateway.config.general_settings.master_key.get_secret_value()
-    path = LOGS_ROUTE.replace("{request_id}", quote(request_id, safe=""))
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-             "root_path": "", "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0),
-             "headers": [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {master}".encode())]}
-    status, chunks = 500, []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
+    """The request's log entry (redacted bodies, trace id), as `GET /admin/logs/{id}` shows it;
+    status 404 when there is none (logging off, sampled out or past retention)."""
+    from faregate.http.routes.admin_logs import entry_json
+    from faregate.logs.search import entry
 
     try:
-        await app(scope, receive, send)
-        body = json.loads(b"".join(chunks) or b"null")
+        found = await entry(await request.app.state.gateway.db(), request_id)
     except Exception as exc:  # the explorer still shows the ledger row
         log.warning("dashboard: request log lookup failed: %s", type(exc).__name__)
-        return {"available": True, "status": 502, "body": None}
-    if status != 200:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        if status in (404, 405) and error.get("code") in ("not_found", "method_not_allowed"):
-            return {"available": False, "status": None, "body": None}  # no such route here
-        return {"available": True, "status": status, "body": None, "message": error.get("message")}
-    return {"available": True, "status": 200, "body": body}
+        return {"status": 502, "body": None}
+    if found is None:
+        return {"status": 404, "body": None}
+    return {"status": 200, "body": entry_json(found)}

@@ -281,7 +281,7 @@
     p.className = "muted";
     p.id = "detail-log-status";
     box.appendChild(p);
-    if (!log || !log.available) { p.textContent = "Request logging is not available on this gateway."; return; }
+    if (!log) { p.textContent = "Request logging is not available on this gateway."; return; }
     if (log.status === 404) { p.textContent = "No request log for this request (logging off, sampled out or expired)."; return; }
     if (log.status !== 200 || !log.body) { p.textContent = `The request log could not be read (HTTP ${log.status}).`; return; }
     const b = log.body;
