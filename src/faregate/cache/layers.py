@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from faregate.cache.keys import SEP
 from faregate.cache.policy import CachePolicy, GroupCache
 from faregate.cache.store import Entry, MemoryStore, Purge, RedisStore
 from faregate.config.schema import CacheSettings
@@ -114,7 +115,7 @@ class ResponseCache:
         await self.exact.put(key, entry)
         self.stats.exact.stores += 1
         if parts is not None and self.semantic is not None and self.semantic.ready:
-            await self.semantic.add(f"{parts[0]}\x1f{entry.created:.6f}", parts[0], parts[1], vector,
+            await self.semantic.add(f"{parts[0]}{SEP}{entry.created:.6f}", parts[0], parts[1], vector,
                                     Entry(entry.response, entry.created, entry.expires, entry.deployment,
                                           entry.cost_nusd, size=entry.size))
             self.stats.semantic.stores += 1
